@@ -1,0 +1,91 @@
+"""The three types that flow through a training step.
+
+``PreferenceBatch`` -> (policy and reference) ``SequenceLogps`` -> loss -> ``LossOutput``.
+Rows are laid out for ONE concatenated forward: rows ``[0, B)`` are the chosen sequences and rows
+``[B, 2B)`` the rejected ones, each ``prompt + completion`` and right-padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PreferenceBatch:
+    """A collated batch of preference pairs (mutable: Lightning moves it between devices)."""
+
+    input_ids: Tensor  # (2B, T) long; chosen rows first, then rejected
+    attention_mask: Tensor  # (2B, T) 1 on real tokens, 0 on padding
+    completion_mask: Tensor  # (2B, T) 1 on completion tokens (the scored targets), else 0
+    index: Tensor  # (B,) long; dataset row of each pair, for caches and per-example state
+    scores: Tensor | None = None  # (B, 2) float; per-pair (chosen, rejected) scores, e.g. for ODPO
+    ref_logps: Tensor | None = None  # (B, 2) float; precomputed reference log-probs (chosen, rejected)
+    prompt_lengths: Tensor | None = None  # (B,) long; prompt tokens of each pair (unconditional scoring)
+
+    @property
+    def num_pairs(self) -> int:
+        return self.index.shape[0]
+
+    def to(self, device: torch.device | str) -> PreferenceBatch:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
+        return replace(self, **moved)
+
+
+@dataclass(frozen=True)
+class LogpsRequest:
+    """Extra per-sequence quantities a loss asks of the log-prob pass.
+
+    They are computed inside the same chunk loop as the log-probs, so asking costs no extra
+    forward pass and no full-logits tensor. Requests of a composite loss are merged with ``|``.
+    """
+
+    token_logps: bool = False  # keep the (2B, T-1) per-token log-probs (AOT-unpaired, LD-DPO)
+    sum_sq_probs: bool = False  # WPO: per-sequence mean of log sum_v p_v^2 over completion tokens
+    mix_eps: float | None = None  # epsilon-DPO: log-probs under (1 -/+ eps) f +/- eps g (needs g)
+
+    def __or__(self, other: LogpsRequest) -> LogpsRequest:
+        if self.mix_eps is not None and other.mix_eps is not None and self.mix_eps != other.mix_eps:
+            raise ValueError(f"two losses ask for different epsilon mixes: {self.mix_eps} and {other.mix_eps}")
+        return LogpsRequest(
+            token_logps=self.token_logps or other.token_logps,
+            sum_sq_probs=self.sum_sq_probs or other.sum_sq_probs,
+            mix_eps=self.mix_eps if self.mix_eps is not None else other.mix_eps,
+        )
+
+
+@dataclass
+class SequenceLogps:
+    """Per-sequence summed completion log-probs for the chosen and rejected halves of a batch."""
+
+    chosen: Tensor  # (B,) sum of log p(y_w | x) over completion tokens
+    rejected: Tensor  # (B,)
+    chosen_tokens: Tensor  # (B,) completion token counts |y_w|
+    rejected_tokens: Tensor  # (B,)
+    # Optional extras, filled only when a LogpsRequest asked for them.
+    token_logps: Tensor | None = None  # (2B, T-1), zero outside the completion
+    token_mask: Tensor | None = None  # (2B, T-1) bool completion mask aligned with token_logps
+    mean_log_sum_sq_probs: Tensor | None = None  # (2B,) WPO statistic
+    mixed_minus: Tensor | None = None  # (2B,) sums under (1+eps) f - eps g  (stands for beta/(1+eps))
+    mixed_plus: Tensor | None = None  # (2B,) sums under (1-eps) f + eps g  (stands for beta/(1-eps))
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def chosen_mean(self) -> Tensor:
+        """Length-normalised log-probs (SimPO, ORPO, IPO)."""
+        return self.chosen / self.chosen_tokens.clamp(min=1)
+
+    @property
+    def rejected_mean(self) -> Tensor:
+        return self.rejected / self.rejected_tokens.clamp(min=1)
+
+
+@dataclass
+class LossOutput:
+    """Per-pair losses and detached scalar metrics."""
+
+    losses: Tensor  # (B,)
+    metrics: dict[str, Tensor] = field(default_factory=dict)  # name -> detached scalar (or (B,) to be averaged)

@@ -1,0 +1,115 @@
+"""The one place where hidden states become log-probabilities.
+
+Used by the policy and by every reference. The full ``(2B, T, V)`` fp32 logits never exist: the
+sequence is cut into chunks, and each chunk runs ``lm_head -> fp32 log-softmax -> gather`` under
+activation checkpointing, so the backward pass recomputes one chunk's logits at a time instead of
+keeping all of them alive. Peak extra memory is O(2B x chunk x V).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+
+
+def unwrap_causal_lm(model: nn.Module) -> nn.Module:
+    """The Hugging Face ``*ForCausalLM`` inside a PEFT wrapper (LoRA layers stay in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, nn.Module]:
+    """Run the decoder once over all 2B rows; returns last hidden states (2B, T, H) and the head."""
+    causal_lm = unwrap_causal_lm(model)
+    out = causal_lm.get_decoder()(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    )
+    return out.last_hidden_state, causal_lm.get_output_embeddings()
+
+
+def _logits(head: nn.Module, hidden: Tensor, softcap: float | None) -> Tensor:
+    logits = head(hidden).float()  # (2B, c, V) fp32 even when the model runs in bf16
+    if softcap:  # Gemma-2 style final logit soft-capping
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def _chunk_token_logps(head: nn.Module, hidden: Tensor, targets: Tensor, softcap: float | None) -> tuple[Tensor, Tensor]:
+    logp = F.log_softmax(_logits(head, hidden, softcap), dim=-1)  # (2B, c, V)
+    token = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (2B, c)
+    log_sum_sq = torch.logsumexp(2 * logp, dim=-1)  # (2B, c) log sum_v p_v^2, for WPO
+    return token, log_sum_sq
+
+
+def chunked_logps(
+    hidden: Tensor,
+    head: nn.Module,
+    batch: PreferenceBatch,
+    request: LogpsRequest = LogpsRequest(),
+    chunk_size: int = 1024,
+    softcap: float | None = None,
+    mix_hidden: Tensor | None = None,
+    mix_head: nn.Module | None = None,
+) -> SequenceLogps:
+    """Summed completion log-probs from hidden states, computed chunk by chunk along the sequence.
+
+    Position ``t`` of ``hidden`` predicts token ``t + 1``; the completion mask of the target token
+    decides whether it is scored, so prompt and padding never count.
+    ``mix_hidden``/``mix_head`` (the reference's, no grad) are needed only for ``request.mix_eps``.
+    """
+    rows, length, _ = hidden.shape  # (2B, T, H)
+    targets = batch.input_ids[:, 1:]  # (2B, T-1)
+    mask = batch.completion_mask[:, 1:].to(torch.bool)  # (2B, T-1)
+    token_logps = hidden.new_zeros(rows, length - 1, dtype=torch.float32)
+    log_sum_sq = hidden.new_zeros(rows, length - 1, dtype=torch.float32) if request.sum_sq_probs else None
+    mixed = {sign: hidden.new_zeros(rows, dtype=torch.float32) for sign in (-1, 1)} if request.mix_eps else None
+    if request.mix_eps and mix_hidden is None:
+        raise ValueError("an epsilon mix was requested but no reference hidden states were given")
+
+    pieces = []
+    for start in range(0, length - 1, chunk_size):
+        end = min(start + chunk_size, length - 1)
+        h = hidden[:, start:end]  # (2B, c, H)
+        t = targets[:, start:end]  # (2B, c)
+        if torch.is_grad_enabled() and h.requires_grad:
+            tok, lss = checkpoint(_chunk_token_logps, head, h, t, softcap, use_reentrant=False)
+        else:
+            tok, lss = _chunk_token_logps(head, h, t, softcap)
+        pieces.append(tok)
+        if log_sum_sq is not None:
+            log_sum_sq[:, start:end] = lss.detach()
+        if mixed is not None:
+            with torch.no_grad():
+                f = _logits(head, h.detach(), softcap)  # (2B, c, V)
+                g = _logits(mix_head, mix_hidden[:, start:end], softcap)
+                m = mask[:, start:end]
+                for sign in (-1, 1):  # -1: (1+eps) f - eps g ; +1: (1-eps) f + eps g
+                    mix = (1 - sign * request.mix_eps) * f + sign * request.mix_eps * g
+                    lp = F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
+                    mixed[sign] += (lp * m).sum(-1)
+    token_logps = torch.cat(pieces, dim=1) * mask  # (2B, T-1); masked positions exactly 0
+    sums = token_logps.sum(-1)  # (2B,)
+    counts = mask.sum(-1)  # (2B,)
+    half = rows // 2
+    out = SequenceLogps(
+        chosen=sums[:half], rejected=sums[half:], chosen_tokens=counts[:half], rejected_tokens=counts[half:]
+    )
+    if request.token_logps:
+        out.token_logps, out.token_mask = token_logps, mask
+    if log_sum_sq is not None:
+        out.mean_log_sum_sq_probs = (log_sum_sq * mask).sum(-1) / counts.clamp(min=1)
+    if mixed is not None:
+        out.mixed_minus, out.mixed_plus = mixed[-1], mixed[1]
+    return out
+
+
+def sequence_logps(
+    model: nn.Module, batch: PreferenceBatch, request: LogpsRequest = LogpsRequest(), chunk_size: int = 1024
+) -> SequenceLogps:
+    """One forward of ``model`` over the batch, then chunked log-probs (the common case)."""
+    hidden, head = hidden_states(model, batch)
+    softcap = getattr(unwrap_causal_lm(model).config, "final_logit_softcapping", None)
+    return chunked_logps(hidden, head, batch, request, chunk_size, softcap)

@@ -1,0 +1,171 @@
+"""Where models and tokenizers come from: a Hugging Face directory / name, or the built-in tiny model.
+
+A ``ModelSource`` is injected by ``class_path`` in YAML. It builds on demand (inside
+``configure_model``), so a config can be parsed, printed and checked without loading weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+class ModelSource:
+    """Base class: something that can build a causal LM and its tokenizer."""
+
+    def load_model(self, dtype: str | None = None) -> nn.Module:
+        raise NotImplementedError
+
+    def load_tokenizer(self):
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """A string that changes whenever the weights would (used to key reference caches)."""
+        raise NotImplementedError
+
+
+class PretrainedModel(ModelSource):
+    """Any Hugging Face causal LM: a local directory (e.g. an lit-align export) or a hub name."""
+
+    def __init__(
+        self,
+        path: str,
+        dtype: str = "float32",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        tokenizer_path: str | None = None,
+    ) -> None:
+        self.path = path
+        """Local directory or hub name of the model."""
+        self.dtype = dtype
+        """Weight dtype: float32, bfloat16 or float16."""
+        self.attn_implementation = attn_implementation
+        """e.g. sdpa, eager, flash_attention_2; None lets transformers choose."""
+        self.trust_remote_code = trust_remote_code
+        """Run code shipped with the model (off by default: it executes arbitrary Python)."""
+        self.revision = revision
+        """Hub revision (branch, tag or commit)."""
+        self.tokenizer_path = tokenizer_path
+        """Tokenizer location when it differs from ``path``."""
+
+    def load_model(self, dtype: str | None = None) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        kwargs = {"dtype": resolve_dtype(dtype or self.dtype), "trust_remote_code": self.trust_remote_code}
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        if self.revision:
+            kwargs["revision"] = self.revision
+        return AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            self.tokenizer_path or self.path, trust_remote_code=self.trust_remote_code, revision=self.revision
+        )
+        if tokenizer.pad_token is None:  # many base models ship without one; padding is masked anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def identity(self) -> str:
+        path = Path(self.path)
+        if path.is_dir():  # content hash of the weight files' names, sizes and mtimes: cheap and changes on save
+            stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
+            return f"dir:{path.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]}"
+        return f"hub:{self.path}@{self.revision or 'main'}"
+
+
+class TinyModel(ModelSource):
+    """A randomly initialised Llama-shaped model with the built-in byte-level tokenizer.
+
+    Everything is built locally from a config and a seed: the demo and the tests never touch a hub.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int | None = None,
+        max_position_embeddings: int = 512,
+        seed: int = 0,
+        dtype: str = "float32",
+    ) -> None:
+        self.hidden_size = hidden_size
+        """Model width."""
+        self.num_layers = num_layers
+        """Decoder layers."""
+        self.num_heads = num_heads
+        """Attention heads (also key/value heads)."""
+        self.intermediate_size = intermediate_size or 4 * hidden_size
+        """MLP width (default 4x hidden)."""
+        self.max_position_embeddings = max_position_embeddings
+        """Longest sequence the rotary embedding is set up for."""
+        self.seed = seed
+        """Seed of the random initialisation."""
+        self.dtype = dtype
+        """Weight dtype."""
+
+    def config(self):
+        from transformers import LlamaConfig
+
+        from lit_align.tiny_tokenizer import VOCAB_SIZE, special_ids
+
+        ids = special_ids()
+        return LlamaConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=True,
+            pad_token_id=ids["pad"],
+            eos_token_id=ids["eos"],
+            bos_token_id=None,
+        )
+
+    def load_model(self, dtype: str | None = None) -> nn.Module:
+        from transformers import LlamaForCausalLM
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = LlamaForCausalLM(self.config())
+        model.generation_config.pad_token_id = model.config.pad_token_id
+        model.generation_config.eos_token_id = model.config.eos_token_id
+        return model.to(resolve_dtype(dtype or self.dtype))
+
+    def load_tokenizer(self):
+        from lit_align.tiny_tokenizer import build_tokenizer
+
+        return build_tokenizer()
+
+    def identity(self) -> str:
+        return f"tiny:{json.dumps(vars(self), sort_keys=True)}"
+
+
+def save_tiny(directory: str | os.PathLike, **kwargs) -> Path:
+    """Write a tiny model and its tokenizer as a regular Hugging Face directory."""
+    source = TinyModel(**kwargs)
+    directory = Path(directory)
+    source.load_model().save_pretrained(directory)
+    source.load_tokenizer().save_pretrained(directory)
+    return directory
