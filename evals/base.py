@@ -1,0 +1,106 @@
+"""The evaluation task interface and the suite runner that writes ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+
+class EvalTask:
+    """Base class of an evaluation, chosen in YAML by ``class_path``.
+
+    ``run`` receives the model already on its device and in eval mode, its tokenizer and a folder
+    of its own for per-item files (answers, judgments), and returns flat, JSON-serialisable
+    metrics. Tasks that cannot run (a hub-backed dataset offline) raise ``TaskSkipped``.
+    """
+
+    name: str = "task"
+
+    def run(self, model, tokenizer, output_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement run")
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about the task's settings in results.json."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and _jsonable(v)}
+
+
+class TaskSkipped(Exception):
+    """Raised by a task that cannot run here; the suite records the reason and goes on."""
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "lm_eval", "openai", "lit-align"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def run_suite(
+    model,
+    tokenizer,
+    tasks: list[EvalTask],
+    output_dir: str | os.PathLike,
+    extra_metrics: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``tasks`` on ``model`` and write ``output_dir/results.json``; returns its content.
+
+    Metrics are namespaced ``<task name>/<metric>``. ``extra_metrics`` (e.g. held-out preference
+    metrics computed by the trainer) are merged in as they are. The file is written after each task
+    with ``complete: false`` and rewritten with ``complete: true`` at the end, so a partial result is
+    never mistaken for a complete one.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "complete": False,
+        "metrics": dict(extra_metrics or {}),
+        "tasks": {},
+        "skipped": {},
+        "run": run_info or {},
+        "versions": package_versions(),
+    }
+    was_training = model.training
+    model.eval()
+    try:
+        for task in tasks:
+            started = time.perf_counter()
+            try:
+                metrics = task.run(model, tokenizer, output_dir / task.name)
+            except TaskSkipped as reason:
+                results["skipped"][task.name] = str(reason)
+                write_json_atomic(output_dir / "results.json", results)
+                continue
+            results["metrics"].update({f"{task.name}/{k}": v for k, v in metrics.items()})
+            results["tasks"][task.name] = {"config": task.describe(), "seconds": round(time.perf_counter() - started, 2)}
+            write_json_atomic(output_dir / "results.json", results)
+    finally:
+        model.train(was_training)
+    results["complete"] = True
+    write_json_atomic(output_dir / "results.json", results)
+    return results

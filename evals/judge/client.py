@@ -1,0 +1,235 @@
+"""Judge backend: the ``openai`` client against any OpenAI-compatible endpoint.
+
+Works with OpenAI, vLLM (``vllm serve``), SGLang, llama.cpp server, Ollama ... Requests run
+concurrently (bounded by a semaphore) with a per-request timeout; 429, 5xx, timeouts and dropped
+connections are retried with exponential backoff and full jitter ("Exponential Backoff And Jitter",
+AWS Architecture Blog, 2015), honouring ``Retry-After``. Every answered request is stored in a
+``JudgeCache`` before it is returned, so reruns and restarts send no request twice.
+
+The API key is read from the environment variable *named* by ``api_key_env`` at request time; it is
+never stored on the object, in caches, results or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Coroutine, TypeVar
+
+from evals.judge.cache import JudgeCache, request_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One chat completion to ask the judge for."""
+
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs."""
+    temperature: float = 0.0
+    max_tokens: int = 2048
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    @classmethod
+    def chat(cls, system: str | None, user: str, **kwargs: Any) -> "JudgeRequest":
+        messages = ((("system", system),) if system else ()) + (("user", user),)
+        return cls(messages=messages, **kwargs)
+
+    def body(self, model: str) -> dict[str, Any]:
+        """The request body sent to ``/chat/completions`` (also the cache key's content)."""
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": r, "content": c} for r, c in self.messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+        return body
+
+
+@dataclass
+class JudgeResponse:
+    """The judge's reply (or the reason there is none)."""
+
+    content: str | None
+    top_logprobs: list[dict[str, Any]] | None = None
+    """First generated token's alternatives: [{"token", "logprob"}], when asked for and returned."""
+    usage: dict[str, int] = field(default_factory=dict)
+    cached: bool = False
+    error: str | None = None
+    """Set when every attempt failed; such requests are not cached and are retried on a rerun."""
+
+
+@dataclass
+class JudgeStats:
+    """What a judging run cost: recorded in results.json."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    retries: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: "JudgeStats") -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` that also works when called from inside a running loop (e.g. Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class JudgeClient:
+    """An OpenAI-compatible judge endpoint with bounded concurrency, retries and a cache."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+    ) -> None:
+        self.model = model
+        """Judge model name as the endpoint knows it (e.g. gpt-4-0613, gpt-4-1106-preview)."""
+        self.base_url = base_url
+        """OpenAI-compatible base URL, e.g. http://localhost:8000/v1 for ``vllm serve``."""
+        self.api_key_env = api_key_env
+        """NAME of the environment variable holding the key (the key itself is never stored)."""
+        self.max_concurrency = max_concurrency
+        """Requests in flight at once."""
+        self.timeout = timeout
+        """Seconds per request attempt before it is abandoned and retried."""
+        self.max_retries = max_retries
+        """Retries after the first attempt on 429, 5xx, timeouts and dropped connections."""
+        self.backoff_base = backoff_base
+        """First backoff ceiling in seconds; doubles per retry (full jitter below the ceiling)."""
+        self.backoff_max = backoff_max
+        """Largest backoff ceiling in seconds."""
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise RuntimeError(f"judge API key: environment variable {self.api_key_env!r} is not set or empty")
+        return key
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**attempt)], at least ``Retry-After``."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
+        delay = random.uniform(0.0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+    def judge(self, requests: list[JudgeRequest], cache_path: str | os.PathLike) -> tuple[list[JudgeResponse], JudgeStats]:
+        """Answers for ``requests`` (same order) and what they cost; answers are cached at ``cache_path``."""
+        cache = JudgeCache(Path(cache_path))
+        return run_coroutine(self._judge_all(requests, cache))
+
+    async def _judge_all(self, requests: list[JudgeRequest], cache: JudgeCache) -> tuple[list[JudgeResponse], JudgeStats]:
+        stats = JudgeStats(requests=len(requests))
+        bodies = [r.body(self.model) for r in requests]
+        keys = [request_key(b) for b in bodies]
+        out: dict[str, JudgeResponse] = {}
+        todo: dict[str, dict[str, Any]] = {}
+        for key, body in zip(keys, bodies):
+            if key in cache:
+                out[key] = JudgeResponse(**cache.get(key), cached=True)
+            elif key not in todo:  # identical requests in one batch are sent once
+                todo[key] = body
+        stats.cache_hits = sum(1 for k in keys if k in out)
+        if todo:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0, timeout=self.timeout)
+            semaphore = asyncio.Semaphore(self.max_concurrency)
+            try:
+                answers = await asyncio.gather(*(self._one(client, semaphore, b, stats) for b in todo.values()))
+            finally:
+                await client.close()
+            for key, answer in zip(todo, answers):
+                if answer.error is None:
+                    cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
+                out[key] = answer
+        return [out[k] for k in keys], stats
+
+    async def _one(self, client, semaphore: asyncio.Semaphore, body: dict[str, Any], stats: JudgeStats) -> JudgeResponse:
+        import openai
+
+        error = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            async with semaphore:  # released while backing off, so others can use the slot
+                try:
+                    stats.sent += 1
+                    completion = await client.chat.completions.create(**body, timeout=self.timeout)
+                    return _response(completion, stats)
+                except (openai.APITimeoutError, openai.APIConnectionError) as err:
+                    error = f"{type(err).__name__}: {err}"
+                except openai.APIStatusError as err:
+                    error = f"HTTP {err.status_code}: {type(err).__name__}"
+                    if err.status_code != 429 and err.status_code < 500:
+                        break  # 400/401/404 ... will not get better by asking again
+                    retry_after = _retry_after(err)
+                except (openai.APIResponseValidationError, ValueError, IndexError, AttributeError) as err:
+                    error = f"malformed response: {type(err).__name__}: {err}"
+            if attempt < self.max_retries:
+                stats.retries += 1
+                await asyncio.sleep(self.backoff(attempt, retry_after))
+        stats.failures += 1
+        return JudgeResponse(content=None, error=error)
+
+
+def _retry_after(err: Any) -> float | None:
+    try:
+        return float(err.response.headers.get("retry-after"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _response(completion: Any, stats: JudgeStats) -> JudgeResponse:
+    choice = completion.choices[0]
+    top = None
+    logprobs = getattr(choice, "logprobs", None)
+    if logprobs is not None and getattr(logprobs, "content", None):
+        top = [{"token": t.token, "logprob": float(t.logprob)} for t in logprobs.content[0].top_logprobs or []]
+    usage = {}
+    if completion.usage is not None:
+        usage = {"prompt_tokens": completion.usage.prompt_tokens or 0, "completion_tokens": completion.usage.completion_tokens or 0}
+        stats.prompt_tokens += usage["prompt_tokens"]
+        stats.completion_tokens += usage["completion_tokens"]
+    return JudgeResponse(content=choice.message.content, top_logprobs=top, usage=usage)

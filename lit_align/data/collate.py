@@ -1,0 +1,41 @@
+"""Collation of tokenised pairs into one padded ``PreferenceBatch`` (chosen rows, then rejected)."""
+
+from __future__ import annotations
+
+import torch
+
+from lit_align.batch import PreferenceBatch
+from lit_align.data.tokenize import TokenizedPair
+
+
+class PairCollator:
+    """Right-pads ``prompt + completion`` rows to a common length (a multiple of ``pad_to_multiple_of``)."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, pairs: list[TokenizedPair]) -> PreferenceBatch:
+        rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+        prompt_lens = [len(p.prompt_ids) for p in pairs] * 2
+        length = max(len(r) for r in rows)
+        m = self.pad_to_multiple_of
+        length = -(-length // m) * m if m > 1 else length
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)  # (2B, T)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (2B, T)
+        completion_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (2B, T)
+        for i, (row, p_len) in enumerate(zip(rows, prompt_lens)):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+            completion_mask[i, p_len : len(row)] = 1
+        scores = torch.tensor([p.scores for p in pairs], dtype=torch.float32) if pairs[0].scores is not None else None
+        ref = torch.tensor([p.ref_logps for p in pairs], dtype=torch.float32) if pairs[0].ref_logps is not None else None
+        return PreferenceBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            completion_mask=completion_mask,
+            index=torch.tensor([p.index for p in pairs], dtype=torch.long),
+            scores=scores,
+            ref_logps=ref,
+            prompt_lengths=torch.tensor(prompt_lens[: len(pairs)], dtype=torch.long),
+        )

@@ -1,0 +1,185 @@
+"""``PreferenceDataModule``: files or datasets in, padded ``PreferenceBatch`` out."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import Dataset, DistributedSampler
+
+from lit_align.data.collate import PairCollator
+from lit_align.data.formats import Format, to_text_pair
+from lit_align.data.sources import DataError, iter_rows
+from lit_align.data.tokenize import TokenizedPair, tokenize_pair
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: list[TokenizedPair]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> TokenizedPair:
+        return self.pairs[i]
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Preference pairs from local jsonl / json / parquet files, a saved dataset folder or a dataset name.
+
+    The tokenizer comes from the attached ``PreferenceModule`` (so the two always agree) unless a
+    path is given. Loading uses ``StatefulDataLoader`` with an explicit ``DistributedSampler``, so a
+    mid-epoch checkpoint resumes on exactly the next batch (run the Trainer with
+    ``use_distributed_sampler=False``, as ``cli.py`` does).
+    """
+
+    def __init__(
+        self,
+        train_path: str,
+        val_path: str | None = None,
+        val_fraction: float = 0.0,
+        format: Format = "auto",
+        train_split: str = "train",
+        val_split: str = "test",
+        chat_template: bool = True,
+        assistant_marker: str = "\n\nAssistant:",
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        on_bad_row: Literal["error", "skip"] = "error",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pad_to_multiple_of: int = 8,
+        limit: int | None = None,
+        seed: int = 0,
+        tokenizer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.train_path = train_path
+        """Training data: a .jsonl / .json / .parquet file, a save_to_disk folder, or a dataset name."""
+        self.val_path = val_path
+        """Validation data (same kinds as train_path); if None, ``val_fraction`` of train is held out."""
+        self.val_fraction = val_fraction
+        """Fraction of training rows held out for validation when no val_path is given (seeded)."""
+        self.format = format
+        """Row format: auto (by keys), explicit, conversational or implicit (HH-RLHF transcripts)."""
+        self.train_split = train_split
+        """Split name for dataset folders / names."""
+        self.val_split = val_split
+        """Split name of val_path for dataset folders / names."""
+        self.chat_template = chat_template
+        """Wrap explicit string prompts in the tokenizer's chat template (conversational rows always are)."""
+        self.assistant_marker = assistant_marker
+        """Implicit format: the prompt ends after the last occurrence of this marker."""
+        self.max_length = max_length
+        """Token budget of prompt + completion (see data/tokenize.py for the truncation policy)."""
+        self.max_prompt_length = max_prompt_length
+        """Token budget of the prompt; longer prompts keep their end."""
+        self.on_bad_row = on_bad_row
+        """error: stop at the first malformed row, naming file, line and field; skip: count and drop it."""
+        self.batch_size = batch_size
+        """Pairs per batch and device (each pair is two rows of the forward)."""
+        self.eval_batch_size = eval_batch_size or batch_size
+        """Pairs per validation batch."""
+        self.num_workers = num_workers
+        """DataLoader worker processes."""
+        self.pad_to_multiple_of = pad_to_multiple_of
+        """Round padded lengths up to this multiple (fewer distinct shapes)."""
+        self.limit = limit
+        """Use only the first N rows of each split (quick runs)."""
+        self.seed = seed
+        """Seed of the validation split and of the shuffling sampler."""
+        self.tokenizer_path = tokenizer
+        """Tokenizer to use when no PreferenceModule is attached (standalone use)."""
+        self.counts: dict[str, Counter] = {}
+        self.train_set: PairDataset | None = None
+        self.val_set: PairDataset | None = None
+
+    def _tokenizer(self):
+        if self.tokenizer_path:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.tokenizer_path)
+        if self.trainer is None or getattr(self.trainer.lightning_module, "tokenizer", None) is None:
+            raise ValueError("PreferenceDataModule needs a tokenizer: attach it to a PreferenceModule or set tokenizer=")
+        return self.trainer.lightning_module.tokenizer
+
+    def load(self, source: str, split: str, tokenizer, name: str) -> list[TokenizedPair]:
+        counts = self.counts.setdefault(name, Counter())
+        pairs: list[TokenizedPair] = []
+        extras_seen: set[tuple[bool, bool]] = set()
+        for location, row in iter_rows(source, split):
+            if self.limit is not None and counts["rows"] >= self.limit:
+                break
+            counts["rows"] += 1
+            try:
+                text = to_text_pair(row, self.format, tokenizer, self.chat_template, self.assistant_marker, location)
+            except DataError:
+                if self.on_bad_row == "error":
+                    raise
+                counts["bad_rows_skipped"] += 1
+                continue
+            extras = (text.scores is not None, text.ref_logps is not None)
+            if extras_seen and extras not in extras_seen:
+                raise DataError(f"{location}: score / ref_*_logps columns must be present on every row or none")
+            extras_seen.add(extras)
+            pair = tokenize_pair(text, tokenizer, len(pairs), self.max_length, self.max_prompt_length, counts)
+            if pair is not None:
+                pairs.append(pair)
+        if not pairs:
+            raise DataError(f"{source}: no usable preference pairs (counts: {dict(counts)})")
+        counts["pairs"] = len(pairs)
+        return pairs
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        tokenizer = self._tokenizer()
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        train = self.load(self.train_path, self.train_split, tokenizer, "train")
+        if self.val_path:
+            val = self.load(self.val_path, self.val_split, tokenizer, "val")
+        elif self.val_fraction > 0:
+            order = list(range(len(train)))
+            random.Random(self.seed).shuffle(order)
+            n_val = max(1, int(len(train) * self.val_fraction))
+            held = set(order[:n_val])
+            val = [p for i, p in enumerate(train) if i in held]
+            train = [p for i, p in enumerate(train) if i not in held]
+        else:
+            val = []
+        # index = position in its split, so per-example caches can key on it
+        for split in (train, val):
+            for i, pair in enumerate(split):
+                pair.index = i
+        self.train_set, self.val_set = PairDataset(train), PairDataset(val) if val else None
+        self.report()
+
+    def report(self) -> None:
+        for name, counts in self.counts.items():
+            details = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("rows", "pairs"))
+            print(f"[data] {name}: {counts['pairs']} pairs from {counts['rows']} rows" + (f" ({details})" if details else ""))
+
+    def _loader(self, dataset: PairDataset, batch_size: int, shuffle: bool):
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=False)
+        return StatefulDataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=PairCollator(self.pad_token_id, self.pad_to_multiple_of),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False) if self.val_set else []
+
+    def test_dataloader(self):
+        return self.val_dataloader()

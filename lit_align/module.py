@@ -1,0 +1,200 @@
+"""``PreferenceModule``: a policy, a reference strategy and one loss."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.logprobs import chunked_logps, hidden_states, sequence_logps, unwrap_causal_lm
+from lit_align.losses import DPO, PreferenceLoss
+from lit_align.models import ModelSource, resolve_dtype
+from lit_align.optim import build_optimizer
+from lit_align.reference import FrozenReference, ReferenceStrategy
+
+
+class PreferenceModule(L.LightningModule):
+    """Tunes a causal LM on preference pairs.
+
+    One training step: a single concatenated forward of the policy over chosen and rejected rows,
+    the reference's log-probs (or none), the loss, and after each real optimizer step the
+    reference strategy's update. Everything a checkpoint needs to resume exactly is state: policy
+    weights, loss buffers, moving reference weights, the strategy's counters.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource | None = None,
+        loss: PreferenceLoss | None = None,
+        reference: ReferenceStrategy | None = None,
+        lr: float = 5e-6,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int | float = 0.1,
+        schedule: Literal["cosine", "linear", "constant"] = "cosine",
+        min_lr_ratio: float = 0.0,
+        activation_checkpointing: bool = False,
+        logps_chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        with warnings.catch_warnings():  # loss / reference are saved as config (class_path), not as modules
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            self.save_hyperparameters()
+        self.model_source = model
+        """Where the policy comes from: ``lit_align.models.PretrainedModel`` (HF dir / name) or ``TinyModel``."""
+        self.loss = loss if loss is not None else DPO()
+        """The loss (one module; sum several with ``lit_align.losses.WeightedLoss``). Default: DPO, beta 0.1."""
+        self.reference = reference if reference is not None else FrozenReference()
+        """Reference strategy. Default: a frozen copy of the policy's starting weights."""
+        self.lr = lr
+        """Peak learning rate of AdamW."""
+        self.weight_decay = weight_decay
+        """AdamW weight decay (not applied to biases and norms)."""
+        self.betas = betas
+        """AdamW betas."""
+        self.warmup_steps = warmup_steps
+        """Linear warmup: optimizer steps if >= 1, else a fraction of all steps."""
+        self.schedule = schedule
+        """Decay after warmup: cosine, linear or constant."""
+        self.min_lr_ratio = min_lr_ratio
+        """Final learning rate as a fraction of the peak."""
+        self.activation_checkpointing = activation_checkpointing
+        """Recompute decoder-layer activations in the backward pass (less memory, about 30% slower)."""
+        self.logps_chunk_size = logps_chunk_size
+        """Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x vocab))."""
+        self.policy: nn.Module | None = None
+        self.references = nn.ModuleDict()  # filled by the reference strategy in configure_model
+        self.tokenizer = model.load_tokenizer() if model is not None else None
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        if self.loss.requires_reference and not self.reference.provides_logps:
+            raise ValueError(
+                f"{self.loss.describe()} needs reference log-probs but the reference is {self.reference.describe()}: "
+                "use FrozenReference (or another strategy), or a reference-free loss (SimPO, ORPO, CPO, SFT)"
+            )
+        if self.loss.requires_reference_logits and not self.reference.provides_logits:
+            raise ValueError(
+                f"{self.loss.describe()} mixes reference logits every step, which {self.reference.describe()} cannot "
+                "provide: use FrozenReference or a moving reference"
+            )
+
+    # --- building -------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.policy is not None:  # idempotent: Lightning may call it more than once
+            return
+        if self.model_source is None:
+            raise ValueError("no policy model: set model (e.g. --model.model.class_path lit_align.models.PretrainedModel)")
+        self.policy = self.model_source.load_model()
+        self.policy.train()  # from_pretrained returns eval mode, and checkpointing only acts in train mode
+        if self.activation_checkpointing:
+            unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
+        self.reference.configure(self)
+
+    def initial_policy_copy(self, dtype: str | None = None) -> nn.Module:
+        """A detached copy of the policy as built (called before any step; used by frozen references)."""
+        clone = copy.deepcopy(unwrap_causal_lm(self.policy))
+        if hasattr(clone, "activation_checkpointing_disable") and self.activation_checkpointing:
+            clone.activation_checkpointing_disable()
+        return clone.to(resolve_dtype(dtype)) if dtype else clone
+
+    def configure_optimizers(self):
+        return build_optimizer(
+            self.policy, self.trainer.estimated_stepping_batches, self.lr, self.weight_decay, self.betas,
+            self.warmup_steps, self.schedule, self.min_lr_ratio,
+        )
+
+    # --- one step -------------------------------------------------------------------------------
+    def forward_step(self, batch: PreferenceBatch) -> tuple[SequenceLogps, SequenceLogps | None, LossOutput]:
+        request = self.loss.logps_request
+        if request.mix_eps is not None:  # epsilon-DPO: both models' logits meet inside one chunk loop
+            ref_hidden, ref_head = self.reference.hidden_states(self, batch)
+            reference = chunked_logps(ref_hidden, ref_head, batch, LogpsRequest(), self.logps_chunk_size)
+            hidden, head = hidden_states(self.policy, batch)
+            policy = chunked_logps(hidden, head, batch, request, self.logps_chunk_size, mix_hidden=ref_hidden, mix_head=ref_head)
+        else:
+            policy = sequence_logps(self.policy, batch, request, self.logps_chunk_size)
+            reference = self.reference.logps(self, batch, request) if self.loss.requires_reference else None
+        return policy, reference, self.loss(policy, reference, batch)
+
+    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:
+        policy, reference, out = self.forward_step(batch)
+        loss = out.losses.mean()
+        metrics = {"loss": loss.detach(), **self.step_metrics(policy, reference, out)}
+        metrics.update({k: torch.tensor(float(v)) for k, v in self.reference.metrics(self).items()})
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=batch.num_pairs, prog_bar=False)
+        self.log("train_loss", loss.detach(), batch_size=batch.num_pairs, prog_bar=True, logger=False)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: Lightning runs callbacks' batch-end hooks (ModelCheckpoint)
+        # before the module's, so a later update would be checkpointed one step behind.
+        self.loss.after_optimizer_step()
+        self.reference.after_optimizer_step(self, self.trainer.global_step + 1)
+
+    @torch.no_grad()
+    def step_metrics(self, policy: SequenceLogps, reference: SequenceLogps | None, out: LossOutput) -> dict[str, torch.Tensor]:
+        metrics = {k: v.float().mean() for k, v in out.metrics.items()}
+        metrics["logps/chosen"] = policy.chosen.detach().mean()
+        metrics["logps/rejected"] = policy.rejected.detach().mean()
+        if reference is not None:
+            # per-token estimate of KL(policy || reference) on the sampled completions (chosen and rejected)
+            tokens = (policy.chosen_tokens + policy.rejected_tokens).sum().clamp(min=1)
+            diff = (policy.chosen - reference.chosen).sum() + (policy.rejected - reference.rejected).sum()
+            metrics["kl/per_token"] = diff.detach() / tokens
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._val_pairs = torch.zeros((), device=self.device)
+
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        policy, reference, out = self.forward_step(batch)
+        metrics = {"loss": out.losses.mean().detach(), **self.step_metrics(policy, reference, out)}
+        for name, value in metrics.items():  # batch means, weighted back to sums over pairs
+            self._val_sums[name] = self._val_sums.get(name, 0.0) + value.float() * batch.num_pairs
+        self._val_pairs = self._val_pairs + batch.num_pairs
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_sums:
+            return
+        names = sorted(self._val_sums)
+        # one all-reduce of (sums, pairs): the epoch value is the exact mean over all validation
+        # pairs, however unevenly they were split across ranks
+        totals = self.trainer.strategy.reduce(
+            torch.stack([self._val_sums[n] for n in names] + [self._val_pairs.float()]), reduce_op="sum"
+        )
+        values = {f"val/{n}": totals[i] / totals[-1] for i, n in enumerate(names)}
+        self.log_dict(values, sync_dist=False)
+        self.log("val_loss", values["val/loss"], prog_bar=True, logger=False)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+    def test_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if not self.reference.checkpoint_weights:  # a frozen reference is rebuilt from its source
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("references.")}
+        checkpoint["reference_strategy"] = self.reference.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.reference.load_state_dict(checkpoint.get("reference_strategy", {}))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not (k.startswith("references."))]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"checkpoint does not match the module: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+        return result

@@ -1,0 +1,105 @@
+"""The reference-policy interface.
+
+A strategy is a plain object chosen in YAML by ``class_path``. It builds its reference model(s)
+in ``configure`` as submodules of the LightningModule (under ``module.references``), frozen, in
+eval mode and outside the optimizer: DDP then ignores them and FSDP shards them like the policy.
+Weight updates (EMA, periodic sync) happen in ``after_optimizer_step``, which the module calls
+right after a real optimizer step, before any callback can checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.logprobs import hidden_states, sequence_logps
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class ReferenceStrategy:
+    """Base class with no-op hooks."""
+
+    provides_logps: bool = True
+    """Whether ``logps`` returns reference log-probs (False only for reference-free training)."""
+    provides_logits: bool = True
+    """Whether the strategy runs a reference model each step (needed by losses that mix logits)."""
+    checkpoint_weights: bool = False
+    """Whether reference weights must be saved in checkpoints (moving references)."""
+
+    def configure(self, module) -> None:
+        """Build reference models on ``module.references`` (idempotent: called by configure_model)."""
+
+    @torch.no_grad()
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps | None:
+        """Reference log-probs for the batch (no grad, eval mode), or None for reference-free runs."""
+        return None
+
+    @torch.no_grad()
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+        """The reference's last hidden states (2B, T, H) and lm_head, for losses that mix logits."""
+        raise ValueError(f"{self.describe()} has no reference model to run")
+
+    def after_optimizer_step(self, module, step: int) -> None:
+        """Called once per real optimizer step; ``step`` counts completed steps (1 after the first)."""
+
+    def metrics(self, module) -> dict[str, float]:
+        """The strategy's own state to log (update counts, distances, cache hits)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class NoReference(ReferenceStrategy):
+    """Reference-free training (SimPO, ORPO, CPO, SFT)."""
+
+    provides_logps = False
+    provides_logits = False
+
+
+class FrozenReference(ReferenceStrategy):
+    """A frozen copy of the policy's starting weights, or another model given by ``source``.
+
+    Another source is a "stronger reference" (Liu et al. 2024, arXiv 2407.13709); it must share the
+    policy's tokenizer (for another tokenizer, supply log-probs as dataset columns instead).
+    """
+
+    def __init__(self, source=None, dtype: str | None = None) -> None:
+        self.source = source
+        """A ModelSource for the reference; None copies the policy at the start of training."""
+        self.dtype = dtype
+        """Dtype of the reference weights (default: the policy's)."""
+
+    def build(self, module) -> nn.Module:
+        if self.source is None:
+            return module.initial_policy_copy(self.dtype)
+        from lit_align.models import resolve_dtype
+
+        model = self.source.load_model(self.dtype)
+        if self.dtype is None:
+            model = model.to(next(module.policy.parameters()).dtype)
+        return model.to(resolve_dtype(self.dtype)) if self.dtype else model
+
+    def configure(self, module) -> None:
+        if "frozen" not in module.references:
+            module.references["frozen"] = freeze(self.build(module))
+
+    @torch.no_grad()
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        return sequence_logps(module.references["frozen"], batch, LogpsRequest(), module.logps_chunk_size)
+
+    @torch.no_grad()
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+        return hidden_states(module.references["frozen"], batch)
