@@ -178,16 +178,14 @@ class JudgeClient:
             client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0, timeout=self.timeout)
             semaphore = asyncio.Semaphore(self.max_concurrency)
             try:
-                answers = await asyncio.gather(*(self._one(client, semaphore, b, stats) for b in todo.values()))
+                answers = await asyncio.gather(*(self._one(client, semaphore, b, k, cache, stats) for k, b in todo.items()))
             finally:
                 await client.close()
-            for key, answer in zip(todo, answers):
-                if answer.error is None:
-                    cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
-                out[key] = answer
+            out.update(zip(todo, answers))
         return [out[k] for k in keys], stats
 
-    async def _one(self, client, semaphore: asyncio.Semaphore, body: dict[str, Any], stats: JudgeStats) -> JudgeResponse:
+    async def _one(self, client, semaphore: asyncio.Semaphore, body: dict[str, Any], key: str, cache: JudgeCache,
+                   stats: JudgeStats) -> JudgeResponse:
         import openai
 
         error = "no attempt made"
@@ -197,7 +195,10 @@ class JudgeClient:
                 try:
                     stats.sent += 1
                     completion = await client.chat.completions.create(**body, timeout=self.timeout)
-                    return _response(completion, stats)
+                    answer = _response(completion, stats)
+                    # stored (fsynced) as soon as it arrives: a kill loses only requests in flight
+                    cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
+                    return answer
                 except (openai.APITimeoutError, openai.APIConnectionError) as err:
                     error = f"{type(err).__name__}: {err}"
                 except openai.APIStatusError as err:
