@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import hidden_states, sequence_logps
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -60,46 +59,3 @@ class ReferenceStrategy:
 
     def describe(self) -> str:
         return type(self).__name__
-
-
-class NoReference(ReferenceStrategy):
-    """Reference-free training (SimPO, ORPO, CPO, SFT)."""
-
-    provides_logps = False
-    provides_logits = False
-
-
-class FrozenReference(ReferenceStrategy):
-    """A frozen copy of the policy's starting weights, or another model given by ``source``.
-
-    Another source is a "stronger reference" (Liu et al. 2024, arXiv 2407.13709); it must share the
-    policy's tokenizer (for another tokenizer, supply log-probs as dataset columns instead).
-    """
-
-    def __init__(self, source=None, dtype: str | None = None) -> None:
-        self.source = source
-        """A ModelSource for the reference; None copies the policy at the start of training."""
-        self.dtype = dtype
-        """Dtype of the reference weights (default: the policy's)."""
-
-    def build(self, module) -> nn.Module:
-        if self.source is None:
-            return module.initial_policy_copy(self.dtype)
-        from lit_align.models import resolve_dtype
-
-        model = self.source.load_model(self.dtype)
-        if self.dtype is None:
-            model = model.to(next(module.policy.parameters()).dtype)
-        return model.to(resolve_dtype(self.dtype)) if self.dtype else model
-
-    def configure(self, module) -> None:
-        if "frozen" not in module.references:
-            module.references["frozen"] = freeze(self.build(module))
-
-    @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return sequence_logps(module.references["frozen"], batch, LogpsRequest(), module.logps_chunk_size)
-
-    @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
-        return hidden_states(module.references["frozen"], batch)

@@ -1,0 +1,141 @@
+"""Moving references (TR-DPO, Gorbatovski et al., arXiv 2404.09656): EMA soft update and hard sync.
+
+Every ``tau`` optimizer steps (first at step ``tau``, counted after gradient accumulation):
+``theta_ref <- alpha * theta + (1 - alpha) * theta_ref`` over all parameters. ``alpha < 1`` is the
+soft (EMA) update, ``alpha = 1`` the hard sync; the two settings are independent (a per-step EMA
+is ``tau = 1`` with a small alpha).
+
+The update runs in ``after_optimizer_step``, which the module calls right after the optimizer
+step and before any callback can checkpoint, so a checkpoint never holds a reference one update
+behind its policy; the reference weights are checkpointed (``checkpoint_weights``), never rebuilt
+from the start weights on resume. The update is element-wise, so it runs on whatever each rank
+holds: full replicas under DDP, local shards under FSDP2 (reference and policy sharded alike).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lit_align.logprobs import unwrap_causal_lm
+from lit_align.reference.frozen import FrozenReference
+
+
+def _local(t: Tensor) -> Tensor:
+    """The shard a rank holds (a DTensor's local tensor under FSDP2; the tensor itself otherwise)."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def parameter_pairs(reference: nn.Module, policy: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """(reference, policy) parameters matched by name (the policy unwrapped from PEFT, LoRA layers included)."""
+    policy_params = dict(unwrap_causal_lm(policy).named_parameters())
+    ref_params = dict(reference.named_parameters())
+    if set(policy_params) != set(ref_params):
+        only_ref = sorted(set(ref_params) - set(policy_params))[:3]
+        only_pol = sorted(set(policy_params) - set(ref_params))[:3]
+        raise ValueError(
+            f"a moving reference needs the policy's architecture (parameter names differ: reference-only {only_ref}, "
+            f"policy-only {only_pol}); use a source of the same model, or FrozenReference"
+        )
+    return [(ref_params[name], policy_params[name]) for name in ref_params]
+
+
+def _sharded_sum(value: Tensor, sample: Tensor) -> Tensor:
+    """Sum a per-rank partial over the shard group of a DTensor (FSDP2); a no-op for plain tensors."""
+    mesh = getattr(sample, "device_mesh", None)
+    if mesh is not None and any(p.is_shard() for p in sample.placements):
+        torch.distributed.all_reduce(value, group=mesh.get_group())
+    return value
+
+
+@torch.no_grad()
+def move_towards(pairs: list[tuple[Tensor, Tensor]], alpha: float) -> float:
+    """``ref <- alpha * policy + (1 - alpha) * ref`` in the reference's dtype; returns ||ref - policy|| before.
+
+    After the update the distance is exactly ``(1 - alpha)`` times the returned one, so one pass
+    gives both. ``alpha == 1`` copies (a lerp with weight 1 is not bit-exact).
+    """
+    sq = torch.zeros((), dtype=torch.float64, device=pairs[0][0].device if pairs else "cpu")
+    for ref, pol in pairs:
+        r, p = _local(ref), _local(pol).to(_local(ref).dtype)
+        sq += (r.double() - p.double()).pow(2).sum()
+        if alpha == 1.0:
+            r.copy_(p)
+        else:
+            r.lerp_(p, alpha)
+    if pairs:
+        sq = _sharded_sum(sq, pairs[0][0])
+    return math.sqrt(float(sq))
+
+
+class MovingReference(FrozenReference):
+    """TR-DPO reference: starts as the policy (or ``source``) and moves towards it every ``tau`` steps.
+
+    Weights are kept in ``dtype`` (float32 by default, as fp32 master weights: with a bf16 policy a
+    bf16 lerp with a small alpha rounds to no change) and the reference forward runs in that dtype.
+    """
+
+    key = "moving"
+    checkpoint_weights = True
+
+    def __init__(self, alpha: float = 0.6, tau: int = 512, source=None, dtype: str | None = "float32") -> None:
+        super().__init__(source=source, dtype=dtype)
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1] (1 = hard sync), got {alpha}")
+        if tau < 1:
+            raise ValueError(f"tau must be a positive number of optimizer steps, got {tau}")
+        self.alpha = alpha
+        """Weight of the policy in each update: 1 copies it (hard sync), < 1 is a soft EMA update."""
+        self.tau = tau
+        """Optimizer steps between updates (after gradient accumulation); the first update is at step tau."""
+        self.updates = 0
+        """Updates applied so far (checkpointed)."""
+        self.last_step = 0
+        """Optimizer step of the last update; guards against applying one step's update twice."""
+        self.distance = 0.0
+        """L2 distance between reference and policy parameters right after the last update."""
+        self.drift = 0.0
+        """L2 distance between reference and policy parameters right before the last update."""
+
+    def configure(self, module) -> None:
+        super().configure(module)
+        parameter_pairs(self.model(module), module.policy)  # fail at startup, not at step tau
+
+    def after_optimizer_step(self, module, step: int) -> None:
+        if step % self.tau != 0 or step == self.last_step:
+            return
+        self.drift = move_towards(parameter_pairs(self.model(module), module.policy), self.alpha)
+        self.distance = (1.0 - self.alpha) * self.drift
+        self.updates += 1
+        self.last_step = step
+
+    def metrics(self, module) -> dict[str, float]:
+        return {"ref/updates": float(self.updates), "ref/param_distance": self.distance, "ref/drift": self.drift}
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "last_step": self.last_step, "distance": self.distance, "drift": self.drift}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state.get("updates", 0))
+        self.last_step = int(state.get("last_step", 0))
+        self.distance = float(state.get("distance", 0.0))
+        self.drift = float(state.get("drift", 0.0))
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha}, tau={self.tau})"
+
+
+class EMAReference(MovingReference):
+    """Soft update every step by default: ``theta_ref <- alpha * theta + (1 - alpha) * theta_ref``."""
+
+    def __init__(self, alpha: float = 0.01, tau: int = 1, source=None, dtype: str | None = "float32") -> None:
+        super().__init__(alpha=alpha, tau=tau, source=source, dtype=dtype)
+
+
+class SyncReference(MovingReference):
+    """Hard periodic sync: the reference becomes a copy of the policy every ``tau`` optimizer steps."""
+
+    def __init__(self, tau: int = 512, source=None, dtype: str | None = "float32") -> None:
+        super().__init__(alpha=1.0, tau=tau, source=source, dtype=dtype)

@@ -1,0 +1,55 @@
+"""Shared helpers for the reference-strategy tests: a tiny policy, synthetic data, short fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.models import TinyModel
+from lit_align.module import PreferenceModule
+from lit_align.synthetic import write_task
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
+
+
+def tiny_source(seed: int = 0) -> TinyModel:
+    return TinyModel(seed=seed, **TINY)
+
+
+def data(tmp_path: Path, batch_size: int = 4, **kwargs) -> PreferenceDataModule:
+    paths = write_task(tmp_path / "data", train=64, val=16, test=16)
+    return PreferenceDataModule(
+        train_path=str(paths["train"]), val_path=str(paths["val"]), batch_size=batch_size,
+        max_length=64, max_prompt_length=32, chat_template=False, **kwargs,
+    )
+
+
+def module(reference, loss=None, source=None, lr: float = 1e-2) -> PreferenceModule:
+    # a large lr so that a few steps move the weights visibly; constant schedule keeps the derivations simple
+    return PreferenceModule(model=source or tiny_source(), loss=loss, reference=reference, lr=lr, warmup_steps=0, schedule="constant")
+
+
+def trainer(root: Path, max_steps: int, accumulate: int = 1, **kwargs) -> L.Trainer:
+    defaults = dict(
+        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        accumulate_grad_batches=accumulate, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
+        default_root_dir=str(root),
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+def fit(tmp_path: Path, reference, steps: int, accumulate: int = 1, loss=None, seed: int = 0, dm=None, **kwargs):
+    L.seed_everything(seed, verbose=False)
+    m = module(reference, loss=loss)
+    t = trainer(tmp_path / "run", steps, accumulate, **kwargs)
+    t.fit(m, datamodule=dm or data(tmp_path))
+    return m, t
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
