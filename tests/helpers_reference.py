@@ -53,3 +53,30 @@ def fit(tmp_path: Path, reference, steps: int, accumulate: int = 1, loss=None, s
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_tensors_equal(a, b, where: str = "") -> None:
+    """Bit-for-bit equality of nested dicts / lists of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))[:5]}"
+        for k in a:
+            assert_tensors_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_run(m1, t1, m2, t2) -> None:
+    """Policy and reference weights, optimizer and scheduler state, loss buffers, strategy state."""
+    assert t1.global_step == t2.global_step
+    assert_tensors_equal(m1.policy.state_dict(), m2.policy.state_dict(), "policy")
+    assert_tensors_equal(m1.references.state_dict(), m2.references.state_dict(), "references")
+    assert_tensors_equal(t1.optimizers[0].state_dict(), t2.optimizers[0].state_dict(), "optimizer")
+    assert_tensors_equal(t1.lr_scheduler_configs[0].scheduler.state_dict(), t2.lr_scheduler_configs[0].scheduler.state_dict(), "scheduler")
+    assert_tensors_equal(m1.loss.state_dict(), m2.loss.state_dict(), "loss")
+    assert_tensors_equal(m1.reference.state_dict(), m2.reference.state_dict(), "strategy")
