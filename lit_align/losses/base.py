@@ -4,9 +4,15 @@ A loss never runs a model. It receives the policy's and (if it declares ``requir
 the reference's :class:`~lit_align.batch.SequenceLogps` and returns a
 :class:`~lit_align.batch.LossOutput`. State that must survive a resume (a running baseline, an
 adaptive beta) lives in buffers, so it is in ``state_dict`` and therefore in checkpoints.
+
+Notation used in every docstring: ``pw, pl`` policy log-probs of chosen / rejected (sums over the
+completion), ``qw, ql`` the reference's, ``rw = pw - qw``, ``rl = pl - ql``, ``D = rw - rl``,
+``ls`` = logsigmoid, ``s`` = sigmoid; ``pw_bar`` = ``pw / |yw|`` (length-normalised).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +22,14 @@ from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceL
 
 
 def check_positive(name: str, value: float) -> float:
-    if not value > 0:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_non_negative(name: str, value: float) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return value
 
 
@@ -39,6 +51,29 @@ def reward_metrics(beta: Tensor | float, chosen_ratio: Tensor, rejected_ratio: T
         "rewards/margins": (chosen - rejected).mean(),
         "rewards/accuracies": (chosen > rejected).float().mean(),  # strict: ties count as wrong
     }
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    return F.logsigmoid(x)
+
+
+def mean_nll(policy: SequenceLogps) -> Tensor:
+    """Token-mean negative log-likelihood of each chosen completion, (B,)."""
+    return -policy.chosen / policy.chosen_tokens.clamp(min=1)
+
+
+def zeros_like_reference(policy: SequenceLogps) -> SequenceLogps:
+    """A reference of log-prob 0 everywhere (the 'posterior' reference-free objective)."""
+    zero = torch.zeros_like(policy.chosen)
+    return SequenceLogps(zero, zero, policy.chosen_tokens, policy.rejected_tokens)
+
+
+def all_reduce_sum(stats: Tensor) -> Tensor:
+    """Sum a small statistics tensor over ranks when torch.distributed is running (identity otherwise)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        stats = stats.clone()
+        torch.distributed.all_reduce(stats, op=torch.distributed.ReduceOp.SUM)
+    return stats
 
 
 class PreferenceLoss(nn.Module):
@@ -67,34 +102,68 @@ class PreferenceLoss(nn.Module):
         return type(self).__name__
 
 
-class PairwiseLoss(PreferenceLoss):
-    """A loss of the log-ratio difference ``D = (pw - qw) - (pl - ql)``; subclasses define ``pair_loss``."""
+class Float64State(PreferenceLoss):
+    """A stateful loss whose buffers stay float64 whatever dtype the module is cast to.
 
-    def __init__(self, beta: float = 0.1) -> None:
+    ``Trainer(precision="bf16-true")`` casts every floating buffer to bf16, where a per-step update
+    such as ``beta / (1 + 0.01 * 0.25)`` rounds to no change. Device moves still apply.
+    """
+
+    def _apply(self, fn, recurse: bool = True):
+        kept = {name: buf for name, buf in self._buffers.items() if buf is not None and buf.dtype == torch.float64}
+        super()._apply(fn, recurse)
+        for name, old in kept.items():
+            new = self._buffers[name]
+            if new.dtype != torch.float64:  # a dtype cast: redo it as a pure device move of the old value
+                self._buffers[name] = old.to(device=new.device)
+        return self
+
+
+class Divergence(nn.Module):
+    """The score ``f'(u)`` of an f-divergence, applied to a log-ratio ``r = log u`` (Wang et al. 2023).
+
+    f-DPO (arXiv 2309.16240) replaces the reverse-KL implicit reward ``beta * r`` with
+    ``beta * f'(e^r)``; any pairwise loss can then be applied to the score difference.
+    """
+
+    def forward(self, log_ratio: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class ReverseKL(Divergence):
+    """Reverse KL, ``f(u) = u log u``: score ``r`` (DPO's own; the default everywhere)."""
+
+    def forward(self, log_ratio: Tensor) -> Tensor:
+        return log_ratio
+
+
+class PairwiseLoss(PreferenceLoss):
+    """A loss of the chosen and rejected scores ``sw = f'(rw)``, ``sl = f'(rl)``; subclasses define ``pair_loss``.
+
+    With the default :class:`ReverseKL` divergence the scores are the log-ratios themselves, so
+    ``pair_loss(rw, rl)`` is the formula as the papers write it. ``log_ratios`` may be overridden
+    (length normalisation, reference-free objectives).
+    """
+
+    def __init__(self, beta: float = 0.1, divergence: Divergence | None = None) -> None:
         super().__init__()
         self.beta = check_positive("beta", beta)
         """Strength of the KL tie to the reference (0.1 typical; 0.01-0.02 best in Liu et al. 2024)."""
+        self.divergence = divergence if divergence is not None else ReverseKL()
+        """f-divergence whose score replaces the log-ratio (default reverse KL, i.e. plain log-ratios)."""
 
-    def pair_loss(self, chosen_ratio: Tensor, rejected_ratio: Tensor) -> Tensor:
+    def log_ratios(self, policy: SequenceLogps, reference: SequenceLogps | None) -> tuple[Tensor, Tensor]:
+        """``(rw, rl)``, each (B,): summed policy minus reference log-probs."""
+        return policy.chosen - reference.chosen, policy.rejected - reference.rejected
+
+    def scores(self, policy: SequenceLogps, reference: SequenceLogps | None) -> tuple[Tensor, Tensor]:
+        rw, rl = self.log_ratios(policy, reference)
+        return self.divergence(rw), self.divergence(rl)
+
+    def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
+        """Per-pair loss (B,) from chosen and rejected scores (B,)."""
         raise NotImplementedError
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
-        rw = policy.chosen - reference.chosen  # (B,) log-ratios
-        rl = policy.rejected - reference.rejected
-        losses = self.pair_loss(rw, rl)
-        return LossOutput(losses, reward_metrics(self.beta, rw, rl))
-
-
-def logsigmoid(x: Tensor) -> Tensor:
-    return F.logsigmoid(x)
-
-
-def mean_nll(policy: SequenceLogps) -> Tensor:
-    """Token-mean negative log-likelihood of each chosen completion, (B,)."""
-    return -policy.chosen / policy.chosen_tokens.clamp(min=1)
-
-
-def zeros_like_reference(policy: SequenceLogps) -> SequenceLogps:
-    """A reference of log-prob 0 everywhere (the 'posterior' reference-free objective)."""
-    zero = torch.zeros_like(policy.chosen)
-    return SequenceLogps(zero, zero, policy.chosen_tokens, policy.rejected_tokens)
+        sw, sl = self.scores(policy, reference)  # (B,)
+        return LossOutput(self.pair_loss(sw, sl), reward_metrics(self.beta, sw, sl))

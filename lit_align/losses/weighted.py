@@ -26,6 +26,9 @@ class WeightedLoss(PreferenceLoss):
         weights = [1.0] * len(losses) if weights is None else list(weights)
         if len(weights) != len(losses):
             raise ValueError(f"WeightedLoss got {len(losses)} losses but {len(weights)} weights")
+        for weight in weights:
+            if not weight >= 0:
+                raise ValueError(f"WeightedLoss weights must be >= 0, got {weight}")
         self.terms = nn.ModuleList(losses)
         """The losses to sum."""
         self.weights = weights

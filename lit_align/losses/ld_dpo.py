@@ -1,0 +1,75 @@
+"""LD-DPO length desensitisation: an option that wraps any pairwise loss."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.losses.base import PreferenceLoss, check_in_range
+
+
+def desensitized_sums(logps: SequenceLogps, alpha: float) -> SequenceLogps:
+    """``logps`` with chosen / rejected sums in which tokens past the shorter completion weigh ``alpha``.
+
+    Needs ``token_logps`` / ``token_mask`` (2B, T-1). The public length ``l_p = min(|yw|, |yl|)``
+    is per pair; the k-th completion token (k = 1, 2, ...) counts fully when ``k <= l_p``.
+    """
+    if logps.token_logps is None or logps.token_mask is None:
+        raise ValueError("LengthDesensitized needs per-token log-probs: compute them with its logps_request")
+    mask = logps.token_mask  # (2B, T-1) bool
+    position = torch.cumsum(mask.long(), dim=-1)  # (2B, T-1): 1-based index within the completion
+    public = torch.minimum(logps.chosen_tokens, logps.rejected_tokens).repeat(2)  # (2B,) l_p
+    front = mask & (position <= public.unsqueeze(-1))
+    rear = mask & ~front
+    tokens = logps.token_logps
+    sums = (tokens * front).sum(-1) + alpha * (tokens * rear).sum(-1)  # (2B,)
+    half = sums.shape[0] // 2
+    return replace(logps, chosen=sums[:half], rejected=sums[half:])
+
+
+class LengthDesensitized(PreferenceLoss):
+    """LD-DPO, Liu et al. 2024 (Length Desensitization in DPO, arXiv 2409.06411).
+
+    ``log pi_hat(y) = sum_{k <= l_p} log p(y_k) + alpha * sum_{k > l_p} log p(y_k)``, with
+    ``l_p = min(|yw|, |yl|)``: the verbose tail past the shorter response counts with weight
+    ``alpha``, so the loss is less driven by length. The wrapped loss (DPO for LD-DPO proper; any
+    loss of summed log-probs) then sees ``pi_hat`` for the policy.
+
+    ``reference_too=False`` (as TRL's ``ld_alpha``) leaves the reference sums unchanged;
+    ``True`` applies the same weighting to the reference, which then must provide per-token
+    log-probs (not possible with cached reference log-probs).
+    """
+
+    def __init__(self, loss: PreferenceLoss, alpha: float = 0.5, reference_too: bool = False) -> None:
+        super().__init__()
+        self.loss = loss
+        """The loss fed with the desensitised log-probs."""
+        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, high_inclusive=True)
+        """Weight of tokens past the shorter completion, in [0, 1]; 1 is the wrapped loss unchanged."""
+        self.reference_too = reference_too
+        """Also reweight the reference's log-probs (needs per-token reference log-probs)."""
+
+    @property
+    def requires_reference(self) -> bool:  # type: ignore[override]
+        return self.loss.requires_reference
+
+    @property
+    def logps_request(self) -> LogpsRequest:
+        return self.loss.logps_request | LogpsRequest(token_logps=True)
+
+    def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
+        policy_hat = desensitized_sums(policy, self.alpha)
+        reference_hat = desensitized_sums(reference, self.alpha) if self.reference_too and reference is not None else reference
+        out = self.loss(policy_hat, reference_hat, batch)
+        metrics = dict(out.metrics)
+        metrics["ld/dropped_logps"] = ((policy.chosen - policy_hat.chosen) + (policy.rejected - policy_hat.rejected)).detach().mean()
+        return LossOutput(out.losses, metrics)
+
+    def after_optimizer_step(self) -> None:
+        self.loss.after_optimizer_step()
+
+    def describe(self) -> str:
+        return f"LengthDesensitized({self.loss.describe()}, alpha={self.alpha:g})"
