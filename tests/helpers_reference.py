@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +20,14 @@ def tiny_source(seed: int = 0) -> TinyModel:
     return TinyModel(seed=seed, **TINY)
 
 
-def data(tmp_path: Path, batch_size: int = 4, **kwargs) -> PreferenceDataModule:
+def data(tmp_path: Path, batch_size: int = 4, ref_columns: bool = False, **kwargs) -> PreferenceDataModule:
     paths = write_task(tmp_path / "data", train=64, val=16, test=16)
+    if ref_columns:  # made-up reference log-probs "computed elsewhere": -0.5 per character
+        for path in paths.values():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            for r in rows:
+                r["ref_chosen_logps"], r["ref_rejected_logps"] = -0.5 * len(r["chosen"]), -0.5 * len(r["rejected"])
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return PreferenceDataModule(
         train_path=str(paths["train"]), val_path=str(paths["val"]), batch_size=batch_size,
         max_length=64, max_prompt_length=32, chat_template=False, **kwargs,

@@ -14,27 +14,38 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from helpers_reference import assert_same_run, data, module, trainer
 from lit_align.losses import DPO, SFT
-from lit_align.reference import EMAReference, FrozenReference, MovingReference, NoReference, SyncReference
+from lit_align.reference import (
+    CachedReference,
+    DatasetColumnReference,
+    EMAReference,
+    FrozenReference,
+    MovingReference,
+    NoReference,
+    SyncReference,
+    UnconditionalReference,
+)
 
-CASES = {
-    "none": (lambda: NoReference(), SFT, 1),
-    "frozen": (lambda: FrozenReference(), DPO, 1),
-    "ema": (lambda: EMAReference(alpha=0.3, tau=1), DPO, 1),
-    "sync": (lambda: SyncReference(tau=2), DPO, 1),
-    "trdpo_accumulate": (lambda: MovingReference(alpha=0.5, tau=2), DPO, 2),
+CASES = {  # name: (reference factory given tmp_path, loss class, accumulate_grad_batches)
+    "none": (lambda tmp: NoReference(), SFT, 1),
+    "frozen": (lambda tmp: FrozenReference(), DPO, 1),
+    "ema": (lambda tmp: EMAReference(alpha=0.3, tau=1), DPO, 1),
+    "sync": (lambda tmp: SyncReference(tau=2), DPO, 1),
+    "trdpo_accumulate": (lambda tmp: MovingReference(alpha=0.5, tau=2), DPO, 2),
+    "cached": (lambda tmp: CachedReference(cache_dir=str(tmp / "cache")), DPO, 1),
+    "dataset_columns": (lambda tmp: DatasetColumnReference(), DPO, 1),
+    "unconditional": (lambda tmp: UnconditionalReference(), DPO, 1),
 }
 
 
-def run_with_resume(tmp_path, make_reference, make_loss, accumulate: int, n: int = 6, k: int = 3):
-    dm_kwargs = {}
+def run_with_resume(tmp_path, make_reference, make_loss, accumulate: int, n: int = 6, k: int = 3, **dm_kwargs):
     L.seed_everything(0, verbose=False)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=k, save_top_k=-1, filename="{step}")
-    full = module(make_reference(), loss=make_loss())
+    full = module(make_reference(tmp_path), loss=make_loss())
     t_full = trainer(tmp_path / "full", n, accumulate, callbacks=[ckpt], enable_checkpointing=True)
     t_full.fit(full, datamodule=data(tmp_path, **dm_kwargs))
 
     L.seed_everything(123, verbose=False)  # a different seed: nothing may depend on the process's RNG
-    resumed = module(make_reference(), loss=make_loss())
+    resumed = module(make_reference(tmp_path), loss=make_loss())
     t_res = trainer(tmp_path / "resumed", n, accumulate)
     t_res.fit(resumed, datamodule=data(tmp_path, **dm_kwargs), ckpt_path=str(tmp_path / "ckpt" / f"step={k}.ckpt"), weights_only=False)  # our own file; hparams hold objects
     return full, t_full, resumed, t_res
@@ -43,7 +54,10 @@ def run_with_resume(tmp_path, make_reference, make_loss, accumulate: int, n: int
 @pytest.mark.parametrize("name", list(CASES))
 def test_resume_is_bit_identical(tmp_path, name):
     make_reference, make_loss, accumulate = CASES[name]
-    full, t_full, resumed, t_res = run_with_resume(tmp_path, make_reference, make_loss, accumulate)
+    dm_kwargs = {"ref_columns": True} if name == "dataset_columns" else {}
+    full, t_full, resumed, t_res = run_with_resume(tmp_path, make_reference, make_loss, accumulate, **dm_kwargs)
     assert_same_run(full, t_full, resumed, t_res)
     if name in ("ema", "sync", "trdpo_accumulate"):
         assert resumed.reference.updates == full.reference.updates > 0
+    if name == "cached":  # the resumed run found the cache of the first: no reference forward at all
+        assert full.reference.forwards > 0 and resumed.reference.forwards == 0

@@ -1,7 +1,19 @@
 """Reference strategies: what the policy is compared against, and how it moves."""
 
 from lit_align.reference.base import ReferenceStrategy
+from lit_align.reference.cached import CachedReference, DatasetColumnReference
 from lit_align.reference.frozen import FrozenReference, NoReference
 from lit_align.reference.moving import EMAReference, MovingReference, SyncReference
+from lit_align.reference.unconditional import UnconditionalReference
 
-__all__ = ["EMAReference", "FrozenReference", "MovingReference", "NoReference", "ReferenceStrategy", "SyncReference"]
+__all__ = [
+    "CachedReference",
+    "DatasetColumnReference",
+    "EMAReference",
+    "FrozenReference",
+    "MovingReference",
+    "NoReference",
+    "ReferenceStrategy",
+    "SyncReference",
+    "UnconditionalReference",
+]

@@ -1,0 +1,201 @@
+"""Reference log-probs computed once and stored, or supplied with the data.
+
+``CachedReference`` runs the reference over the train and validation pairs once (a no-grad pass at
+``configure_model``, i.e. before any checkpoint is restored, so "the policy's start" really is the
+start) and stores one tensor file per split under ``cache_dir``, named by a sha256 of everything
+that changes the numbers: the reference's identity and dtype, the tokenizer (name and vocabulary),
+the tokenised pairs of the split (which covers the data files, format, chat template and length
+budgets) and the scoring mode. A later run with the same key (a beta sweep, a resume) loads the
+file and runs zero reference forwards. Rows are looked up by ``batch.index`` in the split being
+run (train while the trainer is training, else val).
+
+Ranks: global rank 0 computes and writes (atomically), the others wait at a barrier and load; on a
+filesystem not shared between nodes a rank that still finds no file computes it itself.
+
+``DatasetColumnReference`` reads ``ref_chosen_logps`` / ``ref_rejected_logps`` columns from the data
+(from any model, even one with another tokenizer, computed elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.logprobs import sequence_logps
+from lit_align.reference.base import ReferenceStrategy
+from lit_align.reference.frozen import build_reference_model
+from lit_align.reference.unconditional import start_token_id, strip_prompts
+
+CACHE_VERSION = 1  # bump when the stored layout or the scoring changes
+
+
+def _sha(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return _sha([getattr(tokenizer, "name_or_path", ""), vocab, tokenizer.all_special_tokens])
+
+
+def data_fingerprint(pairs) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(json.dumps([p.index, p.prompt_ids, p.chosen_ids, p.rejected_ids]).encode())
+    return h.hexdigest()
+
+
+def split_of(module) -> str:
+    """'train' while the trainer is fitting a training batch, else 'val' (validation, sanity check, test)."""
+    trainer = getattr(module, "_trainer", None)
+    training = trainer.training if trainer is not None else module.training
+    return "train" if training else "val"
+
+
+def completion_counts(batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    counts = batch.completion_mask[:, 1:].sum(-1)  # scored targets, as in chunked_logps
+    half = counts.shape[0] // 2
+    return counts[:half], counts[half:]
+
+
+class CachedReference(ReferenceStrategy):
+    """Reference log-probs computed once over train and val data, stored on disk and reused.
+
+    Provides sequence log-probs only (no logits): losses that mix reference logits every step
+    (epsilon-DPO) are refused at startup.
+    """
+
+    provides_logits = False
+
+    def __init__(
+        self,
+        source=None,
+        dtype: str | None = None,
+        cache_dir: str = "reference_cache",
+        batch_size: int = 16,
+        unconditional: bool = False,
+    ) -> None:
+        self.source = source
+        """A ModelSource for the reference; None uses the policy's starting weights."""
+        self.dtype = dtype
+        """Dtype the reference runs in while filling the cache (default: the policy's)."""
+        self.cache_dir = cache_dir
+        """Directory of the cache files (shared by runs that should reuse them)."""
+        self.batch_size = batch_size
+        """Pairs per reference forward while filling the cache."""
+        self.unconditional = unconditional
+        """Score each response without its prompt (log p(y), the study's likelihood reward)."""
+        self.tables: dict[str, torch.Tensor] = {}
+        """Per split: (N, 2) float32 log-probs (chosen, rejected), indexed by pair index."""
+        self.status: dict[str, str] = {}
+        """Per split: 'computed' or 'loaded' (in this process)."""
+        self.forwards = 0
+        """Reference forward passes run by this process (0 on a cache hit)."""
+        self.hits = 0
+        """Batches served from the cache."""
+
+    # --- building ---------------------------------------------------------------------------------
+    def key(self, module, pairs) -> str:
+        source = self.source if self.source is not None else module.model_source
+        return _sha({
+            "version": CACHE_VERSION, "reference": source.identity(), "dtype": self.dtype,
+            "tokenizer": tokenizer_fingerprint(module.tokenizer), "data": data_fingerprint(pairs),
+            "unconditional": self.unconditional,
+        })
+
+    def configure(self, module) -> None:
+        trainer = getattr(module, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if self.tables or datamodule is None:
+            return  # not attached yet (or already prepared); logps explains what is missing
+        splits = {"train": getattr(datamodule, "train_set", None), "val": getattr(datamodule, "val_set", None)}
+        model = None
+        for split, dataset in splits.items():
+            if dataset is None:
+                continue
+            pairs = list(dataset.pairs) if hasattr(dataset, "pairs") else [dataset[i] for i in range(len(dataset))]
+            path = Path(self.cache_dir) / f"{self.key(module, pairs)}.{split}.pt"
+            if not path.exists() and trainer.global_rank == 0:
+                model = model if model is not None else build_reference_model(module, self.source, self.dtype)
+                self._write(path, self._compute(module, model, pairs, datamodule))
+                self.status[split] = "computed"
+            trainer.strategy.barrier("reference_cache")
+            if path.exists():
+                self.tables[split] = torch.load(path, weights_only=True)["logps"]
+                self.status.setdefault(split, "loaded")
+            else:  # rank > 0 on a filesystem not shared with rank 0
+                model = model if model is not None else build_reference_model(module, self.source, self.dtype)
+                self.tables[split] = self._compute(module, model, pairs, datamodule)
+                self.status[split] = "computed"
+            print(f"[reference] {split}: {len(pairs)} pairs {self.status[split]} ({path})")
+        del model  # the reference model is not needed again
+
+    @torch.no_grad()
+    def _compute(self, module, model, pairs, datamodule) -> torch.Tensor:
+        from lit_align.data.collate import PairCollator
+
+        collate = PairCollator(datamodule.pad_token_id, getattr(datamodule, "pad_to_multiple_of", 8))
+        device = next(model.parameters()).device
+        start = start_token_id(module.tokenizer) if self.unconditional else None
+        table = torch.full((max(p.index for p in pairs) + 1, 2), float("nan"), dtype=torch.float32)
+        for i in range(0, len(pairs), self.batch_size):
+            batch = collate(pairs[i : i + self.batch_size]).to(device)
+            if start is not None:
+                batch = strip_prompts(batch, start)
+            out = sequence_logps(model, batch, LogpsRequest(), module.logps_chunk_size)
+            self.forwards += 1
+            table[batch.index.cpu()] = torch.stack([out.chosen, out.rejected], -1).float().cpu()
+        return table
+
+    def _write(self, path: Path, table: torch.Tensor) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"logps": table}, tmp)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+    # --- one step ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        split = split_of(module)
+        if split not in self.tables:
+            raise ValueError(
+                f"CachedReference has no {split} cache: fit with a PreferenceDataModule (train_set / val_set) so the "
+                "cache can be filled at configure_model"
+            )
+        values = self.tables[split][batch.index.cpu()].to(batch.input_ids.device)  # (B, 2)
+        self.hits += 1
+        chosen_tokens, rejected_tokens = completion_counts(batch)
+        return SequenceLogps(values[:, 0], values[:, 1], chosen_tokens, rejected_tokens)
+
+    def metrics(self, module) -> dict[str, float]:
+        loaded = bool(self.status) and all(v == "loaded" for v in self.status.values())
+        return {"ref/forwards": float(self.forwards), "ref/cache_hits": float(self.hits), "ref/cache_loaded": float(loaded)}
+
+    def describe(self) -> str:
+        mode = ", unconditional" if self.unconditional else ""
+        return f"CachedReference({self.cache_dir}{mode})"
+
+
+class DatasetColumnReference(ReferenceStrategy):
+    """Reference log-probs supplied as dataset columns ``ref_chosen_logps`` / ``ref_rejected_logps``.
+
+    They may come from any model, even one with another tokenizer (sequence-level sums over its own
+    tokenisation), computed elsewhere. No reference model is built or run.
+    """
+
+    provides_logits = False
+
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        if batch.ref_logps is None:
+            raise ValueError(
+                "DatasetColumnReference needs ref_chosen_logps / ref_rejected_logps columns in the data: add them, "
+                "or use CachedReference / FrozenReference"
+            )
+        chosen_tokens, rejected_tokens = completion_counts(batch)
+        values = batch.ref_logps.float()
+        return SequenceLogps(values[:, 0], values[:, 1], chosen_tokens, rejected_tokens)

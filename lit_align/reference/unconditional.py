@@ -1,0 +1,68 @@
+"""Unconditional reference log-probs: each response scored WITHOUT its prompt.
+
+This is the "likelihood" reward of the reference-policy study (Liu, Liu, Cohan 2024, arXiv
+2407.13709): ``beta * [log pi(y|x) - log p(y)]`` with ``p`` the SFT model's unconditional
+log-probability of the response.
+
+Start symbol: a response with its prompt removed still needs a first position to be predicted
+from, so each completion is re-packed left-aligned behind ONE start token: the tokenizer's BOS
+token if it has one, else its EOS token (what a causal LM has seen right before a new document in
+packed pre-training). The first completion token is therefore scored as ``p(y_1 | <start>)``; the
+same completion tokens as in the conditional batch are scored, so token counts agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.logprobs import sequence_logps
+from lit_align.reference.frozen import FrozenReference
+
+
+def start_token_id(tokenizer) -> int:
+    """BOS if the tokenizer has one, else EOS (see the module docstring)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("unconditional scoring needs a tokenizer with a BOS or EOS token")
+    return int(token)
+
+
+def strip_prompts(batch: PreferenceBatch, start_id: int) -> PreferenceBatch:
+    """The batch's completions alone: each row ``[start] + completion``, left-aligned, right-padded.
+
+    Padding positions hold ``start_id`` but are masked (attention and completion masks 0).
+    """
+    completion = batch.completion_mask.bool()  # (2B, T)
+    lengths = completion.sum(-1)  # (2B,)
+    rows, width = completion.shape[0], int(lengths.max()) + 1
+    input_ids = torch.full((rows, width), start_id, dtype=batch.input_ids.dtype, device=batch.input_ids.device)
+    attention = torch.zeros((rows, width), dtype=batch.attention_mask.dtype, device=batch.input_ids.device)
+    scored = torch.zeros((rows, width), dtype=batch.completion_mask.dtype, device=batch.input_ids.device)
+    for i in range(rows):
+        n = int(lengths[i])
+        input_ids[i, 1 : n + 1] = batch.input_ids[i][completion[i]]
+        attention[i, : n + 1] = 1
+        scored[i, 1 : n + 1] = 1
+    return PreferenceBatch(
+        input_ids=input_ids, attention_mask=attention, completion_mask=scored, index=batch.index,
+        scores=batch.scores, ref_logps=batch.ref_logps, prompt_lengths=torch.zeros_like(batch.index),
+    )
+
+
+class UnconditionalReference(FrozenReference):
+    """A frozen model (the policy's start or ``source``) scoring each response without its prompt, every step.
+
+    To score once and reuse, use ``CachedReference(unconditional=True)`` instead.
+    """
+
+    key = "unconditional"
+    provides_logits = False  # its logits are over another sequence layout: they cannot be mixed with the policy's
+
+    def configure(self, module) -> None:
+        super().configure(module)
+        self.start_id = start_token_id(module.tokenizer)
+
+    @torch.no_grad()
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        return sequence_logps(self.model(module), strip_prompts(batch, self.start_id), LogpsRequest(), module.logps_chunk_size)
