@@ -12,14 +12,16 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers_reference import assert_same_run, data, module, trainer
+from helpers_reference import assert_same_run, data, module, tiny_source, trainer
 from lit_align.losses import DPO, SFT
 from lit_align.reference import (
     CachedReference,
     DatasetColumnReference,
     EMAReference,
     FrozenReference,
+    MRPOReference,
     MovingReference,
+    MultiReference,
     NoReference,
     SyncReference,
     UnconditionalReference,
@@ -34,6 +36,8 @@ CASES = {  # name: (reference factory given tmp_path, loss class, accumulate_gra
     "cached": (lambda tmp: CachedReference(cache_dir=str(tmp / "cache")), DPO, 1),
     "dataset_columns": (lambda tmp: DatasetColumnReference(), DPO, 1),
     "unconditional": (lambda tmp: UnconditionalReference(), DPO, 1),
+    "mrpo": (lambda tmp: MRPOReference(source=tiny_source(seed=1)), DPO, 1),
+    "multi_adaptive": (lambda tmp: MultiReference(sources=[None, tiny_source(seed=2)], adaptive=True), DPO, 1),
 }
 
 

@@ -4,6 +4,7 @@ from lit_align.reference.base import ReferenceStrategy
 from lit_align.reference.cached import CachedReference, DatasetColumnReference
 from lit_align.reference.frozen import FrozenReference, NoReference
 from lit_align.reference.moving import EMAReference, MovingReference, SyncReference
+from lit_align.reference.multi import MRPOReference, MultiReference
 from lit_align.reference.unconditional import UnconditionalReference
 
 __all__ = [
@@ -11,7 +12,9 @@ __all__ = [
     "DatasetColumnReference",
     "EMAReference",
     "FrozenReference",
+    "MRPOReference",
     "MovingReference",
+    "MultiReference",
     "NoReference",
     "ReferenceStrategy",
     "SyncReference",
