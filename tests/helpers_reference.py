@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.models import TinyModel
@@ -50,9 +51,9 @@ def trainer(root: Path, max_steps: int, accumulate: int = 1, **kwargs) -> L.Trai
     return L.Trainer(**defaults)
 
 
-def fit(tmp_path: Path, reference, steps: int, accumulate: int = 1, loss=None, seed: int = 0, dm=None, **kwargs):
+def fit(tmp_path: Path, reference, steps: int, accumulate: int = 1, loss=None, seed: int = 0, dm=None, source=None, **kwargs):
     L.seed_everything(seed, verbose=False)
-    m = module(reference, loss=loss)
+    m = module(reference, loss=loss, source=source)
     t = trainer(tmp_path / "run", steps, accumulate, **kwargs)
     t.fit(m, datamodule=dm or data(tmp_path))
     return m, t
@@ -87,3 +88,18 @@ def assert_same_run(m1, t1, m2, t2) -> None:
     assert_tensors_equal(t1.lr_scheduler_configs[0].scheduler.state_dict(), t2.lr_scheduler_configs[0].scheduler.state_dict(), "scheduler")
     assert_tensors_equal(m1.loss.state_dict(), m2.loss.state_dict(), "loss")
     assert_tensors_equal(m1.reference.state_dict(), m2.reference.state_dict(), "strategy")
+
+
+def run_with_resume(tmp_path, make_reference, make_loss, accumulate: int = 1, n: int = 6, k: int = 3, make_source=None, **dm_kwargs):
+    """Fit n steps saving a checkpoint at step k; then a fresh module resumes from it to step n."""
+    L.seed_everything(0, verbose=False)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=k, save_top_k=-1, filename="{step}")
+    full = module(make_reference(tmp_path), loss=make_loss(), source=make_source() if make_source else None)
+    t_full = trainer(tmp_path / "full", n, accumulate, callbacks=[ckpt], enable_checkpointing=True)
+    t_full.fit(full, datamodule=data(tmp_path, **dm_kwargs))
+
+    L.seed_everything(123, verbose=False)  # a different seed: nothing may depend on the process's RNG
+    resumed = module(make_reference(tmp_path), loss=make_loss(), source=make_source() if make_source else None)
+    t_res = trainer(tmp_path / "resumed", n, accumulate)
+    t_res.fit(resumed, datamodule=data(tmp_path, **dm_kwargs), ckpt_path=str(tmp_path / "ckpt" / f"step={k}.ckpt"), weights_only=False)  # our own file; hparams hold objects
+    return full, t_full, resumed, t_res

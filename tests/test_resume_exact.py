@@ -8,11 +8,9 @@ a fresh module and Trainer then resume from it to step N.
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers_reference import assert_same_run, data, module, tiny_source, trainer
+from helpers_reference import assert_same_run, run_with_resume, tiny_source
 from lit_align.losses import DPO, SFT
 from lit_align.reference import (
     CachedReference,
@@ -39,20 +37,6 @@ CASES = {  # name: (reference factory given tmp_path, loss class, accumulate_gra
     "mrpo": (lambda tmp: MRPOReference(source=tiny_source(seed=1)), DPO, 1),
     "multi_adaptive": (lambda tmp: MultiReference(sources=[None, tiny_source(seed=2)], adaptive=True), DPO, 1),
 }
-
-
-def run_with_resume(tmp_path, make_reference, make_loss, accumulate: int, n: int = 6, k: int = 3, **dm_kwargs):
-    L.seed_everything(0, verbose=False)
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=k, save_top_k=-1, filename="{step}")
-    full = module(make_reference(tmp_path), loss=make_loss())
-    t_full = trainer(tmp_path / "full", n, accumulate, callbacks=[ckpt], enable_checkpointing=True)
-    t_full.fit(full, datamodule=data(tmp_path, **dm_kwargs))
-
-    L.seed_everything(123, verbose=False)  # a different seed: nothing may depend on the process's RNG
-    resumed = module(make_reference(tmp_path), loss=make_loss())
-    t_res = trainer(tmp_path / "resumed", n, accumulate)
-    t_res.fit(resumed, datamodule=data(tmp_path, **dm_kwargs), ckpt_path=str(tmp_path / "ckpt" / f"step={k}.ckpt"), weights_only=False)  # our own file; hparams hold objects
-    return full, t_full, resumed, t_res
 
 
 @pytest.mark.parametrize("name", list(CASES))

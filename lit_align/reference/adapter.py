@@ -1,0 +1,85 @@
+"""Adapter-disabled reference: for a PEFT (LoRA) policy, the reference is the same network without
+the trained adapter, so no second copy of the base weights exists.
+
+- Fresh adapter: the reference is the base model (``policy.disable_adapter()``).
+- Continued adapter (``LoraSource.adapter_path``): the reference is that adapter as loaded, frozen,
+  not the bare base. Only the adapter's starting weights are kept (adapter-sized, not model-sized);
+  for the reference pass they are copied into the adapter's parameters and the trained values are
+  copied back right after. The copies go through ``.data`` under no_grad so they do not count as
+  in-place changes to tensors the policy's pending backward saved; the values are restored exactly
+  before that backward runs.
+
+The policy is put in eval mode for the reference pass (no dropout) and restored after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.logprobs import hidden_states, sequence_logps
+from lit_align.reference.base import ReferenceStrategy
+
+
+class AdapterDisabledReference(ReferenceStrategy):
+    """The PEFT policy with its adapter switched off (or held at its loaded weights) as the reference."""
+
+    def __init__(self, keep_initial_adapter: bool | None = None) -> None:
+        self.keep_initial_adapter = keep_initial_adapter
+        """Reference = the adapter as loaded (True) or no adapter (False); null: True iff the policy continues an
+        existing adapter (``LoraSource.adapter_path``)."""
+        self.initial: dict[str, torch.Tensor] | None = None
+        """The adapter's starting weights (only when keeping the initial adapter)."""
+
+    def configure(self, module) -> None:
+        if not hasattr(module.policy, "disable_adapter"):
+            raise ValueError(
+                "AdapterDisabledReference needs a PEFT policy: set model to lit_align.peft_config.LoraSource "
+                "(or use FrozenReference)"
+            )
+        keep = self.keep_initial_adapter
+        if keep is None:
+            keep = bool(getattr(module.model_source, "adapter_path", None))
+        if keep and self.initial is None:  # configure_model runs before a checkpoint is restored: these are the start
+            self.initial = {n: p.detach().clone() for n, p in module.policy.named_parameters() if p.requires_grad}
+
+    @contextmanager
+    def as_reference(self, module) -> Iterator[nn.Module]:
+        """Within the block, ``module.policy`` computes the reference (eval mode, no grad)."""
+        policy = module.policy
+        was_training = policy.training
+        policy.eval()
+        try:
+            with torch.no_grad():
+                if self.initial is None:
+                    with policy.disable_adapter():
+                        yield policy
+                else:
+                    params = dict(policy.named_parameters())
+                    trained = {n: params[n].data.clone() for n in self.initial}
+                    for n, value in self.initial.items():
+                        params[n].data.copy_(value)
+                    try:
+                        yield policy
+                    finally:
+                        for n, value in trained.items():
+                            params[n].data.copy_(value)
+        finally:
+            policy.train(was_training)
+
+    @torch.no_grad()
+    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        with self.as_reference(module) as model:
+            return sequence_logps(model, batch, LogpsRequest(), module.logps_chunk_size)
+
+    @torch.no_grad()
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+        with self.as_reference(module) as model:  # the head is shared with the policy (never adapted by all-linear)
+            return hidden_states(model, batch)
+
+    def describe(self) -> str:
+        return f"AdapterDisabledReference(keep_initial_adapter={self.keep_initial_adapter})"
