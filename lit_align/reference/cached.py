@@ -27,6 +27,7 @@ import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.logprobs import sequence_logps
+from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy
 from lit_align.reference.frozen import build_reference_model
 from lit_align.reference.unconditional import start_token_id, strip_prompts
@@ -74,7 +75,7 @@ class CachedReference(ReferenceStrategy):
 
     def __init__(
         self,
-        source=None,
+        source: ModelSource | None = None,
         dtype: str | None = None,
         cache_dir: str = "reference_cache",
         batch_size: int = 16,

@@ -7,6 +7,7 @@ from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.logprobs import hidden_states, sequence_logps
+from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy, freeze
 
 
@@ -20,7 +21,7 @@ class NoReference(ReferenceStrategy):
     provides_logits = False
 
 
-def build_reference_model(module, source, dtype: str | None) -> nn.Module:
+def build_reference_model(module, source: ModelSource | None, dtype: str | None) -> nn.Module:
     """The policy's starting weights (``source`` None) or ``source``'s model, in ``dtype`` (default: the policy's).
 
     The result is frozen (eval mode, no grad) and on the policy's device.
@@ -47,7 +48,7 @@ class FrozenReference(ReferenceStrategy):
     key: str = "frozen"
     """Name of the reference model in ``module.references``."""
 
-    def __init__(self, source=None, dtype: str | None = None) -> None:
+    def __init__(self, source: ModelSource | None = None, dtype: str | None = None) -> None:
         self.source = source
         """A ModelSource for the reference; None copies the policy at the start of training."""
         self.dtype = dtype

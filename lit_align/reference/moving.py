@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_align.logprobs import unwrap_causal_lm
+from lit_align.models import ModelSource
 from lit_align.reference.frozen import FrozenReference
 
 
@@ -80,7 +81,7 @@ class MovingReference(FrozenReference):
     key = "moving"
     checkpoint_weights = True
 
-    def __init__(self, alpha: float = 0.6, tau: int = 512, source=None, dtype: str | None = "float32") -> None:
+    def __init__(self, alpha: float = 0.6, tau: int = 512, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
         super().__init__(source=source, dtype=dtype)
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1] (1 = hard sync), got {alpha}")
@@ -130,12 +131,12 @@ class MovingReference(FrozenReference):
 class EMAReference(MovingReference):
     """Soft update every step by default: ``theta_ref <- alpha * theta + (1 - alpha) * theta_ref``."""
 
-    def __init__(self, alpha: float = 0.01, tau: int = 1, source=None, dtype: str | None = "float32") -> None:
+    def __init__(self, alpha: float = 0.01, tau: int = 1, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
         super().__init__(alpha=alpha, tau=tau, source=source, dtype=dtype)
 
 
 class SyncReference(MovingReference):
     """Hard periodic sync: the reference becomes a copy of the policy every ``tau`` optimizer steps."""
 
-    def __init__(self, tau: int = 512, source=None, dtype: str | None = "float32") -> None:
+    def __init__(self, tau: int = 512, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
         super().__init__(alpha=1.0, tau=tau, source=source, dtype=dtype)

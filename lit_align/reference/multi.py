@@ -12,6 +12,7 @@ import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.logprobs import sequence_logps
+from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy
 from lit_align.reference.frozen import build_reference_model
 from lit_align.reference_math import mrpo_two_reference, multi_reference_logq
@@ -22,7 +23,7 @@ class _ReferenceEnsemble(ReferenceStrategy):
 
     provides_logits = False  # the combined q is a sequence-level quantity, with no logits to mix
 
-    def __init__(self, sources: list, dtype: str | None) -> None:
+    def __init__(self, sources: list[ModelSource | None], dtype: str | None) -> None:
         self.sources = list(sources)
         self.dtype = dtype
         self.last: dict[str, float] = {}
@@ -56,7 +57,7 @@ class MultiReference(_ReferenceEnsemble):
     """
 
     def __init__(
-        self, sources: list | None = None, weights: list[float] | None = None, adaptive: bool = False, dtype: str | None = None
+        self, sources: list[ModelSource | None] | None = None, weights: list[float] | None = None, adaptive: bool = False, dtype: str | None = None
     ) -> None:
         sources = list(sources) if sources else [None]
         super().__init__(sources, dtype)
@@ -103,7 +104,7 @@ class MRPOReference(_ReferenceEnsemble):
     a 0.8, log q (-11.913017, -13.190108)).
     """
 
-    def __init__(self, source=None, eta: float = 0.1, weight: float | None = None, dtype: str | None = None) -> None:
+    def __init__(self, source: ModelSource | None = None, eta: float = 0.1, weight: float | None = None, dtype: str | None = None) -> None:
         super().__init__([source, None], dtype)
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
