@@ -96,6 +96,12 @@ class PreferenceModule(L.LightningModule):
             unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
         self.reference.configure(self)
 
+    def train(self, mode: bool = True) -> PreferenceModule:
+        super().train(mode)
+        for reference in self.references.values():  # Lightning calls train() at fit start: dropout
+            reference.eval()  # in a reference would make its log-probs noisy
+        return self
+
     def initial_policy_copy(self, dtype: str | None = None) -> nn.Module:
         """A detached copy of the policy as built (called before any step; used by frozen references)."""
         clone = copy.deepcopy(unwrap_causal_lm(self.policy))

@@ -71,7 +71,7 @@ def split_implicit(chosen: str, rejected: str, marker: str, where: str) -> tuple
         if a != b:
             break
         common += 1
-    cut = chosen.rfind(marker, 0, common - len(marker) + 1 if common >= len(marker) else 0)
+    cut = chosen.rfind(marker, 0, common)  # the last marker lying wholly inside the shared prefix
     if cut < 0:
         raise DataError(f"{where}: field 'chosen': chosen and rejected share no prefix ending in {marker!r}")
     end = cut + len(marker)

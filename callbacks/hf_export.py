@@ -1,0 +1,48 @@
+"""Export the tuned policy as a Hugging Face directory (weights + tokenizer) at the end of fit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class HFExport(L.Callback):
+    """Writes ``<run dir>/<dirname>`` with ``save_pretrained``; loadable by AutoModelForCausalLM.
+
+    The directory is written under a temporary name and renamed when complete, so an interrupted
+    export never looks like a finished one.
+    """
+
+    def __init__(self, dirname: str = "hf", safe_serialization: bool = True) -> None:
+        self.dirname = dirname
+        """Folder name inside the run directory."""
+        self.safe_serialization = safe_serialization
+        """Write safetensors (True) or PyTorch pickles."""
+        self.path: Path | None = None
+
+    def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        state = trainer.strategy.lightning_module_state_dict()  # gathers full weights when sharded
+        if not trainer.is_global_zero:
+            return None
+        prefix = "policy."
+        policy_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        target = run_dir(trainer) / self.dirname
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.policy.save_pretrained(tmp, state_dict=policy_state, safe_serialization=self.safe_serialization)
+        if pl_module.tokenizer is not None:
+            pl_module.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        self.path = target
+        return target
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.export(trainer, pl_module)

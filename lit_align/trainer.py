@@ -1,0 +1,92 @@
+"""``AlignTrainer``: Lightning's Trainer plus an ``evaluate`` entry point (a CLI subcommand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_align.models import PretrainedModel
+
+
+def is_hf_dir(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def load_policy_weights(module, hf_dir: str) -> None:
+    """Overwrite the policy's weights with those of an exported Hugging Face directory."""
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=next(module.policy.parameters()).dtype)
+    module.policy.load_state_dict(exported.state_dict())
+
+
+class AlignTrainer(L.Trainer):
+    """A Lightning Trainer with ``evaluate``: held-out preference metrics plus an evaluation suite."""
+
+    def evaluate(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        tasks: list | None = None,
+        output_dir: str | None = None,
+    ) -> dict:
+        """Evaluate a Lightning checkpoint or an exported Hugging Face directory.
+
+        Args:
+            model: the PreferenceModule (from a fit's config.yaml, or rebuilt from the checkpoint).
+            datamodule: held-out preference pairs; when given, validation metrics (rewards, margins,
+                accuracies, log-probs) are computed against the module's reference.
+            ckpt_path: a Lightning ``.ckpt`` or an HF directory written by the export callback. With an
+                HF directory the policy weights come from it and the reference from the config.
+            weights_only: passed to ``torch.load`` for Lightning checkpoints.
+            tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
+            output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``).
+        """
+        from evals import run_suite
+
+        lightning_ckpt = None if is_hf_dir(ckpt_path) else ckpt_path
+        if is_hf_dir(ckpt_path):
+            if model.model_source is None:  # no fit config: the HF directory is the whole model
+                model.model_source = PretrainedModel(ckpt_path)
+                model.tokenizer = model.model_source.load_tokenizer()
+                model.configure_model()
+            else:
+                model.configure_model()  # policy and reference from the config...
+                load_policy_weights(model, ckpt_path)  # ...then the tuned weights
+        metrics: dict = {}
+        if datamodule is not None:
+            results = self.validate(model, datamodule=datamodule, ckpt_path=lightning_ckpt, weights_only=weights_only)
+            metrics.update({k: float(v) for k, v in results[0].items()})
+        elif lightning_ckpt:
+            model.configure_model()
+            checkpoint = torch.load(lightning_ckpt, map_location="cpu", weights_only=bool(weights_only))
+            model.load_state_dict(checkpoint["state_dict"])
+            model.on_load_checkpoint(checkpoint)
+        elif model.policy is None:
+            model.configure_model()
+        if not self.is_global_zero:
+            return {}
+        out = Path(output_dir) if output_dir else Path(self.log_dir or self.default_root_dir) / "eval"
+        model.policy.to(self.strategy.root_device)
+        run_info = {"ckpt_path": ckpt_path, "model": type(model.model_source).__name__}
+        results = run_suite(model.policy, model.tokenizer, list(tasks or []), out, metrics, run_info)
+        print_results(results, out)
+        return results
+
+
+def print_results(results: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"evaluation -> {out / 'results.json'}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(results["metrics"].items()):
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    for name, reason in results.get("skipped", {}).items():
+        table.add_row(f"{name} (skipped)", reason)
+    Console().print(table)
