@@ -94,7 +94,11 @@ class PreferenceModule(L.LightningModule):
         self.policy.train()  # from_pretrained returns eval mode, and checkpointing only acts in train mode
         if self.activation_checkpointing:
             unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
-        self.reference.configure(self)
+        self.reference.configure(self)  # before sharding: a reference copies the unsharded policy
+        if self._device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
+            from lit_align.sharding import shard_fsdp2
+
+            shard_fsdp2(self, self._device_mesh["data_parallel"])
 
     def train(self, mode: bool = True) -> PreferenceModule:
         super().train(mode)
