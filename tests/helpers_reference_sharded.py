@@ -1,12 +1,12 @@
 """Two-process (gloo, CPU) run of a moving reference under DDP or FSDP2; launched by test_sharded_reference.py.
 
-    python tests/helpers_reference_sharded.py {ddp|fsdp} DATA_DIR OUT_DIR
+    python tests/helpers_reference_sharded.py {ddp|fsdp} DATA_DIR OUT_DIR [tied|untied] [module|decoder]
 
 Each rank trains 4 steps with ``MovingReference(alpha=0.5, tau=2)`` (updates at steps 2 and 4),
 records the FULL policy weights at each update, replays ``ref <- lerp(ref, theta, 0.5)`` on full
 weights, and saves the reference it ended with (gathered to full tensors) next to the replay.
-For FSDP2 the module shards policy and reference alike in ``configure_model`` (what
-``PreferenceModule`` would need to do), so the update runs on local shards only.
+For FSDP2, ``PreferenceModule.configure_model`` shards policy and references alike
+(``lit_align.sharding``), so the update runs on local shards only.
 """
 
 from __future__ import annotations
@@ -37,6 +37,28 @@ class UntiedTiny(TinyModel):
         return config
 
 
+def shard_decoder_layout(module, mesh) -> None:
+    """Proposed replacement for ``lit_align.sharding.shard_fsdp2``: the units are the ones that are CALLED.
+
+    ``logprobs.hidden_states`` calls ``get_decoder()`` and then the head directly, never the causal
+    LM's own forward, so a unit on the causal LM root never runs its hooks (its embeddings stay
+    DTensors: "aten.embedding.default got mixed torch.Tensor and DTensor"). Here each decoder layer
+    and the decoder are units, and an untied head is a unit of its own; a tied head shares the
+    decoder's unit (the decoder, as a root, stays unsharded after forward until its backward).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from lit_align.sharding import decoder_layers
+
+    for model in [unwrap_causal_lm(module.policy)] + list(module.references.values()):
+        for layer in decoder_layers(model):
+            fully_shard(layer, mesh=mesh, reshard_after_forward=True)
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if head.weight is not decoder.get_input_embeddings().weight:
+            fully_shard(head, mesh=mesh, reshard_after_forward=True)
+        fully_shard(decoder, mesh=mesh, reshard_after_forward=True)
+
+
 class Recording(MovingReference):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -51,29 +73,16 @@ class Recording(MovingReference):
         super().after_optimizer_step(module, step)
 
 
-class FSDP2Module(PreferenceModule):
-    """Shards each decoder layer, the decoder and the head of policy and references on the data-parallel mesh."""
+def main(kind: str, data_dir: str, out_dir: str, tied: str = "tied", layout: str = "module") -> None:
+    tied = tied == "tied"
+    if layout == "decoder":
+        import lit_align.sharding
 
-    def configure_model(self) -> None:
-        if self.policy is not None:
-            return
-        super().configure_model()
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = self.device_mesh["data_parallel"]
-        for model, reshard in [(unwrap_causal_lm(self.policy), True)] + [(r, True) for r in self.references.values()]:
-            for layer in model.model.layers:
-                fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
-            fully_shard(model.model, mesh=mesh, reshard_after_forward=reshard)
-            fully_shard(model.lm_head, mesh=mesh, reshard_after_forward=reshard)
-
-
-def main(kind: str, data_dir: str, out_dir: str) -> None:
+        lit_align.sharding.shard_fsdp2 = shard_decoder_layout
     L.seed_everything(0, verbose=False)
     strategy = Recording(alpha=0.5, tau=2)
-    cls = FSDP2Module if kind == "fsdp" else PreferenceModule
-    source = UntiedTiny(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
-    module = cls(model=source, reference=strategy, lr=1e-2, warmup_steps=0, schedule="constant")
+    source = (TinyModel if tied else UntiedTiny)(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
+    module = PreferenceModule(model=source, reference=strategy, lr=1e-2, warmup_steps=0, schedule="constant")
     if kind == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
@@ -107,4 +116,4 @@ def main(kind: str, data_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:6])
