@@ -21,13 +21,31 @@ def unwrap_causal_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def is_fsdp2(module: nn.Module) -> bool:
+    """True if ``module`` was sharded with ``fully_shard`` (it is then an FSDP2 unit)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
 def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, nn.Module]:
     """Run the decoder once over all 2B rows; returns last hidden states (2B, T, H) and the head."""
     causal_lm = unwrap_causal_lm(model)
-    out = causal_lm.get_decoder()(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    )
-    return out.last_hidden_state, causal_lm.get_output_embeddings()
+    decoder = causal_lm.get_decoder()
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False}
+    if not is_fsdp2(causal_lm):
+        return decoder(**inputs).last_hidden_state, causal_lm.get_output_embeddings()
+    # FSDP2 (lit_align/sharding.py): the causal LM is the root unit, and its hooks (unshard the
+    # embeddings / norm / head, set up the backward reduce-scatter) fire only when IT is called. So
+    # call it with no logits kept and take the decoder's output from a forward hook.
+    captured: list[Tensor] = []
+    handle = decoder.register_forward_hook(lambda module, args, out: captured.append(out.last_hidden_state))
+    try:
+        causal_lm(**inputs, logits_to_keep=torch.empty(0, dtype=torch.long, device=batch.input_ids.device))
+    finally:
+        handle.remove()
+    causal_lm.unshard()  # the chunked head runs after the root's forward; a no-grad root has resharded
+    return captured[0], causal_lm.get_output_embeddings()
 
 
 def _logits(head: nn.Module, hidden: Tensor, softcap: float | None) -> Tensor:
@@ -111,5 +129,9 @@ def sequence_logps(
 ) -> SequenceLogps:
     """One forward of ``model`` over the batch, then chunked log-probs (the common case)."""
     hidden, head = hidden_states(model, batch)
-    softcap = getattr(unwrap_causal_lm(model).config, "final_logit_softcapping", None)
-    return chunked_logps(hidden, head, batch, request, chunk_size, softcap)
+    causal_lm = unwrap_causal_lm(model)
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    out = chunked_logps(hidden, head, batch, request, chunk_size, softcap)
+    if not torch.is_grad_enabled() and is_fsdp2(causal_lm):
+        causal_lm.reshard()  # a reference: free the gathered root weights (no backward will need them)
+    return out

@@ -9,6 +9,8 @@ only without grad otherwise stays unsharded).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from lit_align.logprobs import unwrap_causal_lm
@@ -31,3 +33,106 @@ def shard_fsdp2(module, mesh) -> None:
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=mesh, reshard_after_forward=True)
         fully_shard(model, mesh=mesh, reshard_after_forward=True)
+
+
+
+def _module_wrap_policy() -> type:
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return ModuleWrapPolicy
+
+
+class DecoderLayerPolicy(_module_wrap_policy()):
+    """FSDP1 auto-wrap policy: every module whose class name ends in ``suffix`` is its own unit.
+
+    Model-agnostic (LlamaDecoderLayer, Qwen2DecoderLayer, MistralDecoderLayer, Gemma2DecoderLayer
+    ...), so ``configs/strategy/fsdp.yaml`` needs no model-specific import path. The classes are
+    found when FSDP applies the policy to the built model.
+    """
+
+    def __init__(self, suffix: str = "DecoderLayer") -> None:
+        super().__init__([])
+        self.suffix = suffix
+        """Class-name suffix of the repeated blocks to wrap."""
+
+    def _run_policy(self, root_module: nn.Module, ignored_modules, root_kwargs):
+        self._module_classes = tuple({type(m) for m in root_module.modules() if type(m).__name__.endswith(self.suffix)})
+        self._module_classes_str = str(self._module_classes)
+        return super()._run_policy(root_module, ignored_modules, root_kwargs)
+
+
+def _model_parallel_strategy() -> type:
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy
+
+
+class FSDP2Strategy(_model_parallel_strategy()):
+    """Lightning's ``ModelParallelStrategy`` as pure FSDP2: every process of every node shards the model.
+
+    ``ModelParallelStrategy``'s "auto" sizes mean data parallel across nodes and tensor parallel
+    within a node; PreferenceModule applies no tensor parallelism, so here "auto" data-parallel
+    size is the whole world and the tensor-parallel size defaults to 1.
+    """
+
+    def __init__(
+        self,
+        data_parallel_size: Literal["auto"] | int = "auto",
+        tensor_parallel_size: int = 1,
+        save_distributed_checkpoint: bool = True,
+        process_group_backend: str | None = None,
+    ) -> None:
+        super().__init__(data_parallel_size, tensor_parallel_size, save_distributed_checkpoint, process_group_backend)
+
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "auto":
+            self._data_parallel_size = self.num_nodes * self.num_processes // self._tensor_parallel_size
+        super().setup_environment()
+
+
+def full_state_dict(trainer) -> dict:
+    """The LightningModule's full (unsharded) state dict, on CPU; a collective: call it on every rank.
+
+    ``strategy.lightning_module_state_dict()`` returns local shards when checkpoints are distributed
+    (FSDP2 / FSDP1 with sharded state dicts); an export needs the gathered weights. Non-zero ranks
+    may receive an empty dict.
+    """
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, ModelParallelStrategy):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(strategy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return retie(strategy.lightning_module, state)
+    if isinstance(strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+            return strategy.model.state_dict()
+    if type(strategy).__name__ == "DeepSpeedStrategy" and getattr(strategy, "zero_stage_3", False):
+        import deepspeed  # ZeRO-3 partitions parameters: gather them (every rank takes part)
+
+        module = strategy.lightning_module
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        return retie(module, state)
+    return strategy.lightning_module_state_dict()
+
+
+def retie(module: nn.Module, state: dict) -> dict:
+    """Make entries of tied parameters (embeddings = head) one tensor again after a gather.
+
+    A gathered state dict holds a separate copy per name; ``save_pretrained`` drops a tied
+    duplicate only when both names share storage, so without this an export carries the head twice.
+    """
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for group in names.values():
+        for name in group[1:]:
+            if group[0] in state and name in state:
+                state[name] = state[group[0]]
+    return state
