@@ -34,10 +34,16 @@ def redact(node):
 class RedactingSaveConfig(SaveConfigCallback):
     """Saves the resolved config of each run (``config.yaml`` in the run dir) with secrets removed."""
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # trainer.log_dir is a collective (it broadcasts rank 0's directory): read it here, on every
+        # rank, because Lightning calls save_config on rank 0 only (reading it there deadlocks DDP).
+        self._log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        super().setup(trainer, pl_module, stage)
+
     def save_config(self, trainer, pl_module, stage: str) -> None:
         import yaml
 
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        log_dir = self._log_dir
         if not trainer.is_global_zero:
             return
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,15 @@ class HFExport(L.Callback):
         self.path: Path | None = None
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
-        state = trainer.strategy.lightning_module_state_dict()  # gathers full weights when sharded
+        from lit_align.sharding import full_state_dict
+
+        state = full_state_dict(trainer)  # collective: gathers full weights when sharded (FSDP2, FSDP)
+        directory = run_dir(trainer)  # collective too (trainer.log_dir broadcasts): before the rank check
         if not trainer.is_global_zero:
             return None
         prefix = "policy."
         policy_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        target = run_dir(trainer) / self.dirname
+        target = directory / self.dirname
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         pl_module.policy.save_pretrained(tmp, state_dict=policy_state, safe_serialization=self.safe_serialization)

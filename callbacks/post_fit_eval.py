@@ -29,7 +29,8 @@ class PostFitEvaluation(L.Callback):
         return Path(trainer.log_dir or trainer.default_root_dir or os.getcwd()) / "eval"
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        output_dir = self.resolve_output_dir(trainer)  # trainer.log_dir is a collective: read it on every rank
         if not trainer.is_global_zero:
             return
         run_info = {"source": "post_fit", "global_step": trainer.global_step, "epoch": trainer.current_epoch}
-        run_suite(pl_module.policy, pl_module.tokenizer, self.tasks, self.resolve_output_dir(trainer), run_info=run_info)
+        run_suite(pl_module.policy, pl_module.tokenizer, self.tasks, output_dir, run_info=run_info)

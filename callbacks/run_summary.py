@@ -19,6 +19,7 @@ class RunSummary(L.Callback):
         self._start = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective (broadcast from rank 0): every rank must read it
         if not trainer.is_global_zero:
             return
         from rich.console import Console
@@ -41,4 +42,4 @@ class RunSummary(L.Callback):
                 console.print(f"checkpoint: {callback.last_model_path or callback.best_model_path}")
             if getattr(callback, "path", None):
                 console.print(f"HF export:  {callback.path}")
-        console.print(f"run dir:    {trainer.log_dir}")
+        console.print(f"run dir:    {log_dir}")
