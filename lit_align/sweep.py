@@ -6,8 +6,8 @@ Each beta is one ``python cli.py fit`` subprocess with the recipe plus a small o
 (``<out>/beta_<b>/override.yaml``: the loss's beta and a CSV logger writing into ``<out>/beta_<b>``).
 With a cached reference in the recipe (``CachedReference``, as beta_sweep.yaml has) the reference
 log-probs do not depend on beta, so the first run computes them and every other run loads them.
-Arguments after ``--`` go to every run (e.g. ``-- --trainer.max_steps 50``). Runs whose
-``metrics.csv`` already has validation rows are skipped unless ``--force``.
+Arguments after ``--`` go to every run (e.g. ``-- --trainer.max_steps 50``). Runs that already
+finished (``sweep_done`` marker in their folder) are skipped unless ``--force``.
 
 Writes ``<out>/sweep.csv``, ``<out>/sweep.md`` and ``<out>/sweep.png`` (the last validation value of
 each ``val/`` metric per run).
@@ -61,7 +61,8 @@ def fit_one(config: str, beta: float, out: Path, extra: list[str], force: bool =
     """Run ``cli.py fit`` for one beta (unless already done); returns its metrics.csv."""
     run_dir = out / run_name(beta)
     metrics = run_dir / "metrics.csv"
-    if metrics.is_file() and final_metrics(metrics) and not force:
+    done = run_dir / "sweep_done"  # written only after a successful run: an interrupted one is re-run
+    if done.is_file() and metrics.is_file() and not force:
         print(f"[sweep] beta {beta:g}: already done ({metrics}), skipping", flush=True)
         return metrics
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,7 @@ def fit_one(config: str, beta: float, out: Path, extra: list[str], force: bool =
         raise SystemExit(f"[sweep] the run for beta {beta:g} failed (exit {result.returncode}); see its output above")
     if not metrics.is_file():
         raise SystemExit(f"[sweep] the run for beta {beta:g} wrote no {metrics} (does the recipe validate?)")
+    done.write_text(" ".join(command) + "\n")
     return metrics
 
 
@@ -101,6 +103,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = [n for n in PLOTTED if any(n in r for r in rows)] or sorted({k for r in rows for k in r if k.startswith("val/")})[:6]
     cols = min(3, max(1, len(names)))
@@ -109,6 +112,8 @@ def plot(rows: list[dict[str, float]], path: Path) -> Path:
         points = sorted((r["beta"], r[name]) for r in rows if name in r)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
         ax.set_xscale("log")
+        ax.set_xticks([p[0] for p in points], [f"{p[0]:g}" for p in points])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(title=name, xlabel="beta")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
