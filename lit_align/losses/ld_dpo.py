@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from torch import Tensor
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
 from lit_align.losses.base import PreferenceLoss, check_in_range
