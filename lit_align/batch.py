@@ -2,7 +2,9 @@
 
 ``PreferenceBatch`` -> (policy and reference) ``SequenceLogps`` -> loss -> ``LossOutput``.
 Rows are laid out for ONE concatenated forward: rows ``[0, B)`` are the chosen sequences and rows
-``[B, 2B)`` the rejected ones, each ``prompt + completion`` and right-padded.
+``[B, 2B)`` the rejected ones, each ``prompt + completion`` and right-padded. A packed layout is the
+same type with ``position_ids`` / ``block_mask`` / ``seq_ids`` set; log-probs come out as the same
+``(B,)`` sums, so losses never see the difference.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ class PreferenceBatch:
     scores: Tensor | None = None  # (B, 2) float; per-pair (chosen, rejected) scores, e.g. for ODPO
     ref_logps: Tensor | None = None  # (B, 2) float; precomputed reference log-probs (chosen, rejected)
     prompt_lengths: Tensor | None = None  # (B,) long; prompt tokens of each pair (unconditional scoring)
+    # Packed layouts (lit_align/data/packing.py): R rows that each hold several sequences, or one
+    # [prompt, chosen, rejected] row per pair. Absent for the padded layout (rows = 2B sequences).
+    position_ids: Tensor | None = None  # (R, T) long; positions restart at each sequence
+    block_mask: Tensor | None = None  # (R, 1, T, T) bool; True where query t may attend key s
+    seq_ids: Tensor | None = None  # (R, T) long; sequence of each token: pair i chosen i, rejected B+i; -1 none
+
+    @property
+    def packed(self) -> bool:
+        """True for a packed / prompt-shared layout (per-sequence sums come from ``seq_ids``)."""
+        return self.seq_ids is not None
 
     @property
     def num_pairs(self) -> int:

@@ -33,6 +33,8 @@ def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, nn.
     causal_lm = unwrap_causal_lm(model)
     decoder = causal_lm.get_decoder()
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False}
+    if batch.packed:  # segments attend only within themselves, positions restart per segment
+        inputs.update(attention_mask=batch.block_mask, position_ids=batch.position_ids)
     if not is_fsdp2(causal_lm):
         return decoder(**inputs).last_hidden_state, causal_lm.get_output_embeddings()
     # FSDP2 (lit_align/sharding.py): the causal LM is the root unit, and its hooks (unshard the
@@ -109,6 +111,8 @@ def chunked_logps(
                     lp = F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
                     mixed[sign] += (lp * m).sum(-1)
     token_logps = torch.cat(pieces, dim=1) * mask  # (2B, T-1); masked positions exactly 0
+    if batch.packed:
+        return _packed_sums(token_logps, mask, log_sum_sq, batch, request)
     sums = token_logps.sum(-1)  # (2B,)
     counts = mask.sum(-1)  # (2B,)
     half = rows // 2
@@ -121,6 +125,23 @@ def chunked_logps(
         out.mean_log_sum_sq_probs = (log_sum_sq * mask).sum(-1) / counts.clamp(min=1)
     if mixed is not None:
         out.mixed_minus, out.mixed_plus = mixed[-1], mixed[1]
+    return out
+
+
+def _packed_sums(token_logps: Tensor, mask: Tensor, log_sum_sq: Tensor | None, batch: PreferenceBatch,
+                 request: LogpsRequest) -> SequenceLogps:
+    """Per-sequence sums of a packed layout: each scored target adds into its sequence's slot."""
+    if request.token_logps or request.mix_eps is not None:
+        raise ValueError("per-token log-probs and epsilon mixes need the padded layout (PairCollator), not a packed one")
+    n = 2 * batch.num_pairs
+    seq = batch.seq_ids[:, 1:][mask]  # (S,) sequence of each scored target
+    sums = token_logps.new_zeros(n).index_add(0, seq, token_logps[mask])  # (2B,)
+    counts = torch.zeros(n, dtype=torch.long, device=seq.device).index_add(0, seq, torch.ones_like(seq))  # (2B,)
+    b = batch.num_pairs
+    out = SequenceLogps(chosen=sums[:b], rejected=sums[b:], chosen_tokens=counts[:b], rejected_tokens=counts[b:])
+    if log_sum_sq is not None:
+        total = log_sum_sq.new_zeros(n).index_add(0, seq, log_sum_sq[mask])
+        out.mean_log_sum_sq_probs = total / counts.clamp(min=1)
     return out
 
 

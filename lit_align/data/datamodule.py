@@ -55,6 +55,7 @@ class PreferenceDataModule(L.LightningDataModule):
         limit: int | None = None,
         seed: int = 0,
         tokenizer: str | None = None,
+        collator: type[PairCollator] = PairCollator,
     ) -> None:
         super().__init__()
         self.train_path = train_path
@@ -93,6 +94,9 @@ class PreferenceDataModule(L.LightningDataModule):
         """Seed of the validation split and of the shuffling sampler."""
         self.tokenizer_path = tokenizer
         """Tokenizer to use when no PreferenceModule is attached (standalone use)."""
+        self.collator = collator
+        """Collation class, built with (pad_token_id, pad_to_multiple_of): padded pairs (default) or a
+        packed layout from lit_align.data.packing (PackedPairCollator, SharedPromptCollator)."""
         self.counts: dict[str, Counter] = {}
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
@@ -171,7 +175,7 @@ class PreferenceDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=PairCollator(self.pad_token_id, self.pad_to_multiple_of),
+            collate_fn=self.collator(self.pad_token_id, self.pad_to_multiple_of),
             num_workers=self.num_workers,
         )
 
