@@ -78,6 +78,11 @@ class PreferenceModule(L.LightningModule):
                 f"{self.loss.describe()} needs reference log-probs but the reference is {self.reference.describe()}: "
                 "use FrozenReference (or another strategy), or a reference-free loss (SimPO, ORPO, CPO, SFT)"
             )
+        if getattr(self.loss, "requires_unconditional_reference", False) and not self.reference.scores_unconditionally:
+            raise ValueError(
+                f"{self.loss.describe()} compares with the reference's unconditional log p(y) but {self.reference.describe()} "
+                "scores responses with their prompts: use UnconditionalReference or CachedReference(unconditional=True)"
+            )
         if self.loss.requires_reference_logits and not self.reference.provides_logits:
             raise ValueError(
                 f"{self.loss.describe()} mixes reference logits every step, which {self.reference.describe()} cannot "
@@ -153,6 +158,7 @@ class PreferenceModule(L.LightningModule):
         metrics = {k: v.float().mean() for k, v in out.metrics.items()}
         metrics["logps/chosen"] = policy.chosen.detach().mean()
         metrics["logps/rejected"] = policy.rejected.detach().mean()
+        metrics["logps/accuracies"] = (policy.chosen > policy.rejected).float().mean()  # likelihood ranking
         if reference is not None:
             # per-token estimate of KL(policy || reference) on the sampled completions (chosen and rejected)
             tokens = (policy.chosen_tokens + policy.rejected_tokens).sum().clamp(min=1)
@@ -195,7 +201,9 @@ class PreferenceModule(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if not self.reference.checkpoint_weights:  # a frozen reference is rebuilt from its source
+        # A frozen reference is rebuilt from its source, so its weights stay out of checkpoints,
+        # except sharded (DCP) ones, whose loader fails on keys left out.
+        if not (self.reference.checkpoint_weights or self._device_mesh is not None):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("references.")}
         checkpoint["reference_strategy"] = self.reference.state_dict()
 

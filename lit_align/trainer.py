@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from evals.base import EvalTask
 from lit_align.models import PretrainedModel
 
 
@@ -31,7 +32,7 @@ class AlignTrainer(L.Trainer):
         datamodule: L.LightningDataModule | None = None,
         ckpt_path: str | None = None,
         weights_only: bool | None = None,
-        tasks: list | None = None,
+        tasks: list[EvalTask] | None = None,
         output_dir: str | None = None,
     ) -> dict:
         """Evaluate a Lightning checkpoint or an exported Hugging Face directory.

@@ -122,6 +122,17 @@ def test_cli_fit_then_evaluate_reproduces_the_last_validation(tmp_path, sort_tas
         for key in ("val/loss", "val/rewards/margins", "val/rewards/accuracies", "val/logps/chosen"):
             assert results["metrics"][key] == pytest.approx(float(last_val[key]), abs=1e-5), (ckpt.name, key)
 
+    # no fit config at all: LightningCLI rebuilds the module (loss, reference, model source) from the
+    # checkpoint's hyper-parameters, and a task list runs on it
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"tasks": [{"class_path": "evals.verifier.VerifierTask",
+                                                "init_args": {"data_path": str(sort_task["test"]), "max_new_tokens": 4}}]}))
+    out = tmp_path / "eval-bare"
+    cli.main(["evaluate", "--config", str(tasks), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--output_dir", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and results["metrics"]["verifier/n"] == 16
+    assert (out / "verifier" / "answers.jsonl").is_file()
+
 
 def test_config_secrets_are_redacted():
     from cli import redact
@@ -137,6 +148,16 @@ def test_incompatible_loss_and_reference_stop_at_construction(tiny_source):
 
     with pytest.raises(ValueError, match="DPO needs reference log-probs but the reference is NoReference"):
         PreferenceModule(model=tiny_source, loss=DPO(), reference=NoReference())
+
+
+def test_likelihood_objective_needs_an_unconditional_reference(tiny_source):
+    from lit_align.losses import LikelihoodDPO
+    from lit_align.module import PreferenceModule
+    from lit_align.reference import FrozenReference, UnconditionalReference
+
+    with pytest.raises(ValueError, match="use UnconditionalReference or CachedReference"):
+        PreferenceModule(model=tiny_source, loss=LikelihoodDPO(), reference=FrozenReference())
+    PreferenceModule(model=tiny_source, loss=LikelihoodDPO(), reference=UnconditionalReference())
 
 
 def test_lr_schedule_shapes():

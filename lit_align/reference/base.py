@@ -27,6 +27,8 @@ class ReferenceStrategy:
     provides_logps: bool = True
     """Whether ``logps`` returns reference log-probs (False only for reference-free training)."""
     provides_logits: bool = True
+    scores_unconditionally: bool = False
+    """Whether reference log-probs are of the response alone, without its prompt (log p(y))."""
     """Whether the strategy runs a reference model each step (needed by losses that mix logits)."""
     checkpoint_weights: bool = False
     """Whether reference weights must be saved in checkpoints (moving references)."""

@@ -57,6 +57,7 @@ class UnconditionalReference(FrozenReference):
     """
 
     key = "unconditional"
+    scores_unconditionally = True
     provides_logits = False  # its logits are over another sequence layout: they cannot be mixed with the policy's
 
     def configure(self, module) -> None:
