@@ -1,0 +1,1 @@
+"""Throughput / memory harness against peers (not part of the test suite)."""

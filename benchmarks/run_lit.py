@@ -1,0 +1,58 @@
+"""One lit-align run in this process (started by trl_vs_lit.py in a fresh subprocess)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import lightning as L
+import torch
+
+from benchmarks.configs import Config
+from benchmarks.measure import Clock, Result
+
+
+class _Recorder(L.Callback):
+    """Per-step loss and wall clock at the end of each optimizer step."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.clock.step(float(outputs["loss"].detach()))
+
+
+def run(config: Config, model_dir: str, train_path: str, workdir: str, batch_size: int, steps: int,
+        lr: float, beta: float, max_length: int) -> Result:
+    from lit_align.data.datamodule import PreferenceDataModule
+    from lit_align.losses import DPO
+    from lit_align.models import PretrainedModel
+    from lit_align.module import PreferenceModule
+    from lit_align.reference import CachedReference, FrozenReference
+
+    clock = Clock()
+    module_path, _, name = config.collator.rpartition(".")
+    collator_class = getattr(importlib.import_module(module_path), name)
+
+    class Module(PreferenceModule):
+        def configure_model(self) -> None:
+            first = self.policy is None
+            super().configure_model()
+            if first and config.compile:
+                for layer in self.policy.model.layers:  # per layer: one graph reused N times, keys unchanged
+                    layer.compile(dynamic=True)
+
+    reference = CachedReference(cache_dir=f"{workdir}/ref_cache", batch_size=batch_size) if config.cached else FrozenReference()
+    module = Module(model=PretrainedModel(model_dir), loss=DPO(beta=beta), reference=reference, lr=lr,
+                    warmup_steps=0, schedule="constant", logps_chunk_size=config.chunk_size)
+    data = PreferenceDataModule(train_path=train_path, format="explicit", chat_template=False, batch_size=batch_size,
+                                max_length=max_length, max_prompt_length=max_length, pad_to_multiple_of=1, seed=0,
+                                collator=collator_class)
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, precision="bf16-mixed" if config.bf16 else "32-true",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[_Recorder(clock)],
+    )
+    clock.start()
+    trainer.fit(module, datamodule=data)
+    return clock.result()
