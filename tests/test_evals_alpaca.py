@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evals_support.fake_openai import FakeOpenAIServer  # noqa: E402
+from tests.evals_support.fake_openai import FakeOpenAIServer
 
 from evals import run_suite  # noqa: E402
 from evals.alpaca_eval import AlpacaEval, fill, is_swapped, load_prompt  # noqa: E402

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evals_support.fake_openai import FakeOpenAIServer  # noqa: E402
+from tests.evals_support.fake_openai import FakeOpenAIServer
 
 from evals.judge import JudgeCache, JudgeClient, JudgeRequest  # noqa: E402
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import string
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evals_support.fake_openai import FakeOpenAIServer  # noqa: E402
+from tests.evals_support.fake_openai import FakeOpenAIServer
 
 from evals import run_suite  # noqa: E402
 from evals.generation import AnswerStore, generate_multi_turn  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers_reference import assert_same_run, data, fit, module, run_with_resume, tiny_source
+from tests.helpers_reference import assert_same_run, data, fit, module, run_with_resume, tiny_source
 from lit_align.batch import LogpsRequest
 from lit_align.data.collate import PairCollator
 from lit_align.logprobs import sequence_logps

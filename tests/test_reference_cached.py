@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers_reference import data, fit, module, tiny_source
+from tests.helpers_reference import data, fit, module, tiny_source
 from lit_align.batch import LogpsRequest, PreferenceBatch
 from lit_align.data.collate import PairCollator
 from lit_align.logprobs import sequence_logps

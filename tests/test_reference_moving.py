@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers_reference import fit
+from tests.helpers_reference import fit
 from lit_align.logprobs import unwrap_causal_lm
 from lit_align.reference import EMAReference, MovingReference, SyncReference
 from lit_align.reference.moving import move_towards

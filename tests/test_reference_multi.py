@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers_reference import data, fit, tiny_source
+from tests.helpers_reference import data, fit, tiny_source
 from lit_align.batch import LogpsRequest, SequenceLogps
 from lit_align.data.collate import PairCollator
 from lit_align.logprobs import sequence_logps

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers_reference import assert_same_run, run_with_resume, tiny_source
+from tests.helpers_reference import assert_same_run, run_with_resume, tiny_source
 from lit_align.losses import DPO, SFT
 from lit_align.reference import (
     CachedReference,

@@ -62,8 +62,8 @@ def single_process_policy(tmp_path: Path) -> dict[str, torch.Tensor]:
     perm[r::2], so each step's two rank batches of 4 together are exactly perm[8i : 8i + 8]."""
     import lightning as L
 
-    from helpers_reference import trainer
-    from helpers_reference_sharded import UntiedTiny
+    from tests.helpers_reference import trainer
+    from tests.helpers_reference_sharded import UntiedTiny
     from lit_align.data.datamodule import PreferenceDataModule
     from lit_align.logprobs import unwrap_causal_lm
     from lit_align.module import PreferenceModule
@@ -98,10 +98,5 @@ def test_fsdp2_reference_updates_shard_locally_and_follows_the_recurrence(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.xfail(
-    reason="lit_align.sharding.shard_fsdp2 makes the causal LM the root unit, but logprobs calls get_decoder() and the "
-    "head directly, so the root's hooks never run: 'aten.embedding.default got mixed torch.Tensor and DTensor'",
-    strict=False,
-)
 def test_fsdp2_with_the_module_sharding(tmp_path):
     check(run_two_processes(tmp_path, "fsdp", tied="untied", layout="module"))
