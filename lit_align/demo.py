@@ -1,11 +1,13 @@
 """The embedded default, end to end: ``python -m lit_align.demo``.
 
 1. writes the synthetic sorting task (train / val / test) under ``runs/demo/data``;
-2. SFT of a fresh tiny model on the chosen answers   (configs/demo/sft.yaml);
-3. DPO from the SFT model against a frozen copy of it (configs/demo/dpo.yaml);
-4. ``cli.py evaluate`` on both: held-out reward metrics and the verifier's exact-match accuracy;
-5. prints reference vs tuned, and where the artifacts are.
-Every stage is the same ``cli.py`` command a user would type; the demo only sequences them.
+2. SFT of a fresh tiny model on the correct answers     (configs/demo/sft.yaml);
+3. the SFT model answers the DPO prompts greedily and the verifier labels them: its own
+   well-formed mistakes become the rejected answers (on-policy negatives);
+4. DPO from the SFT model against a frozen copy of it   (configs/demo/dpo.yaml);
+5. ``cli.py evaluate`` on both: held-out reward metrics and the verifier's exact-match accuracy;
+6. prints reference vs tuned, and where the artifacts are.
+Training and evaluation are the same ``cli.py`` commands a user would type; the demo sequences them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/demo", help="where data, runs and evaluations go")
     parser.add_argument("--sft-steps", type=int, default=None, help="override configs/demo/sft.yaml max_steps")
     parser.add_argument("--dpo-steps", type=int, default=None, help="override configs/demo/dpo.yaml max_steps")
+    parser.add_argument("--dpo-prompts", type=int, default=1500, help="train prompts the SFT model answers for DPO pairs")
     args = parser.parse_args(argv)
 
     import cli
@@ -43,14 +46,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.perf_counter()
     out = Path(args.out)
-    data = write_task(out / "data")
+    data = write_task(out / "data", train=4000, val=200, test=500)
     configs = REPO / "configs" / "demo"
     common = [f"--data.init_args.train_path={data['train']}", f"--data.init_args.val_path={data['val']}",
               f"--trainer.logger.init_args.save_dir={out}"]
     sft = ["fit", "--config", str(configs / "sft.yaml"), *common]
     sft += [f"--trainer.max_steps={args.sft_steps}"] if args.sft_steps else []
     run(cli.main, *sft)
-    dpo = ["fit", "--config", str(configs / "dpo.yaml"), *common, f"--model.model.init_args.path={out / 'sft' / 'hf'}"]
+    pairs = own_mistake_pairs(out / "sft" / "hf", data["train"], out / "data" / "dpo_train.jsonl", args.dpo_prompts)
+    dpo = ["fit", "--config", str(configs / "dpo.yaml"), *common, f"--data.init_args.train_path={pairs}",
+           f"--model.model.init_args.path={out / 'sft' / 'hf'}"]
     dpo += [f"--trainer.max_steps={args.dpo_steps}"] if args.dpo_steps else []
     run(cli.main, *dpo)
 
@@ -62,6 +67,23 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = json.loads((target / "results.json").read_text())["metrics"]
     print_table(results, out, time.perf_counter() - started)
     return results
+
+
+def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Path:
+    """Greedy answers of the SFT model on ``n`` train prompts, labelled by the verifier."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals.generation import generate
+    from lit_align.synthetic import label_own_mistakes
+
+    rows = [json.loads(line) for line in train.read_text().splitlines()[:n]]
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+    outputs = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in rows], 16, 0.0, 128)
+    labelled, own = label_own_mistakes(rows, outputs)
+    target.write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    print(f"\n[demo] SFT model wrong on {sum(o.strip() != r['answer'] for o, r in zip(outputs, rows))} of {len(rows)} "
+          f"DPO prompts; {own} of its well-formed mistakes are the rejected answers ({target})", flush=True)
+    return target
 
 
 def print_table(results: dict, out: Path, seconds: float) -> None:

@@ -16,12 +16,15 @@ def _answer(digits: list[int]) -> str:
     return " ".join(map(str, sorted(digits)))
 
 
-def near_miss(digits: list[int], rng: random.Random) -> str:
+EDITS = ("swap", "change", "drop")
+
+
+def near_miss(digits: list[int], rng: random.Random, edits: tuple[str, ...] = EDITS) -> str:
     """A wrong answer that differs from the right one in a single small edit."""
     right = sorted(digits)
     while True:
         wrong = list(right)
-        edit = rng.choice(("swap", "change", "drop"))
+        edit = rng.choice(edits)
         i = rng.randrange(len(wrong))
         if edit == "swap" and i + 1 < len(wrong):
             wrong[i], wrong[i + 1] = wrong[i + 1], wrong[i]
@@ -55,3 +58,27 @@ def write_task(directory: str | Path, train: int = 4000, val: int = 200, test: i
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         paths[split] = path
     return paths
+
+
+def digits_of(prompt: str) -> list[int]:
+    return [int(t) for t in prompt.removeprefix("sort:").split()]
+
+
+def label_own_mistakes(rows: list[dict], outputs: list[str], seed: int = 0) -> tuple[list[dict], int]:
+    """Preference pairs from a model's own answers, labelled by the verifier (on-policy negatives).
+
+    ``rejected`` becomes the model's answer where it is wrong but well-formed (as many numbers as
+    the right answer), else a one-digit near miss of the same length. Same-length negatives matter:
+    with shorter or longer rejected answers DPO learns the length, not the sorting (measured: the
+    tuned model then pads or truncates its answers). Returns the rows and how many are the model's own.
+    """
+    rng = random.Random(seed)
+    labelled, own = [], 0
+    for row, output in zip(rows, outputs):
+        answer, tokens = row["answer"], output.split()
+        if " ".join(tokens) != answer and len(tokens) == len(answer.split()) and all(t.isdigit() for t in tokens):
+            rejected, own = " ".join(tokens), own + 1
+        else:
+            rejected = near_miss(digits_of(row["prompt"]), rng, edits=("change",))
+        labelled.append({**row, "chosen": answer, "rejected": rejected})
+    return labelled, own
