@@ -86,6 +86,22 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
     return target
 
 
+def paired_verdicts(reference: Path, tuned: Path) -> tuple[int, int, float]:
+    """Prompts the tuned model gets right and the reference wrong (and back), with McNemar's exact p."""
+    from math import comb
+
+    def verdicts(folder: Path) -> list[bool]:
+        lines = (folder / "sort_verifier" / "answers.jsonl").read_text().splitlines()
+        return [json.loads(line)["correct"] for line in lines]
+
+    pairs = list(zip(verdicts(reference), verdicts(tuned)))
+    fixed = sum(t and not r for r, t in pairs)
+    broken = sum(r and not t for r, t in pairs)
+    n = fixed + broken
+    p = min(1.0, 2 * sum(comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n) if n else 1.0
+    return fixed, broken, p
+
+
 def print_table(results: dict, out: Path, seconds: float) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -99,6 +115,8 @@ def print_table(results: dict, out: Path, seconds: float) -> None:
     console = Console()
     console.print(table)
     console.print("Reward metrics of the reference are 0 by definition (it is compared with itself).")
+    fixed, broken, p = paired_verdicts(out / "eval" / "reference", out / "eval" / "tuned")
+    console.print(f"Test prompts DPO fixed: {fixed}, broke: {broken} (exact McNemar test, two-sided p = {p:.2g}).")
     console.print(f"artifacts: {out}/sft and {out}/dpo (config.yaml, checkpoints/last.ckpt, hf/, metrics.csv), "
                   f"{out}/eval/*/results.json, answers in {out}/eval/*/sort_verifier/answers.jsonl")
 
