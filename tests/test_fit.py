@@ -168,3 +168,26 @@ def test_lr_schedule_shapes():
     assert lr_factor(6, 10, 2, "cosine", 0.0) == pytest.approx(0.5)  # halfway through the decay
     assert lr_factor(6, 10, 2, "linear", 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_factor(9, 10, 0, "constant", 0.0) == 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_bf16_training_keeps_fp32_log_probs(tiny_source, sort_task, precision):
+    """bf16 weights (true) or autocast (mixed): the step runs, the loss is finite, log-probs stay fp32."""
+    from lit_align.data import PreferenceDataModule
+    from lit_align.module import PreferenceModule
+
+    module = PreferenceModule(model=tiny_source, lr=1e-3)
+    data = PreferenceDataModule(train_path=str(sort_task["train"]), batch_size=4)
+    seen = []
+    forward_step = module.forward_step
+
+    def recording(batch):
+        policy, reference, out = forward_step(batch)
+        seen.append((policy.chosen.dtype, out.losses.detach()))
+        return policy, reference, out
+
+    module.forward_step = recording
+    quiet_trainer(max_steps=2, precision=precision).fit(module, data)
+    assert all(dtype == torch.float32 and torch.isfinite(loss).all() for dtype, loss in seen)
+    expected = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    assert next(module.policy.parameters()).dtype == expected
