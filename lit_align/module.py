@@ -181,8 +181,9 @@ class PreferenceModule(L.LightningModule):
         if not self._val_sums:
             return
         names = sorted(self._val_sums)
-        # one all-reduce of (sums, pairs): the epoch value is the exact mean over all validation
-        # pairs, however unevenly they were split across ranks
+        # One all-reduce of (sums, pairs): the epoch value is the pair-weighted mean over every rank's
+        # batches, not a mean of per-rank means. (DistributedSampler repeats up to world_size - 1
+        # pairs when the split does not divide evenly: that keeps batch counts equal across ranks.)
         totals = self.trainer.strategy.reduce(
             torch.stack([self._val_sums[n] for n in names] + [self._val_pairs.float()]), reduce_op="sum"
         )
