@@ -18,12 +18,12 @@ class Config:
     """lit-align: CachedReference (zero reference forwards); TRL: precompute_ref_log_probs=True."""
     collator: str = "lit_align.data.collate.PairCollator"
     """lit-align collator class (import path): padded pairs, packed pairs, or prompt-shared rows."""
-    chunk_size: int = 1024
-    """lit-align logps_chunk_size (sequence positions per lm_head chunk)."""
+    chunk_size: int | None = 1024
+    """lit-align logps_chunk_size (sequence positions per lm_head chunk; None: one unchunked pass)."""
     bf16: bool = False
     """bf16 autocast on both sides (lit-align precision bf16-mixed; TRL bf16=True)."""
     compile: bool = False
-    """lit-align: torch.compile of the policy's decoder layers (module.compile(), keys unchanged)."""
+    """lit-align PreferenceModule(compile=True): each decoder layer compiled, keys unchanged."""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -38,6 +38,7 @@ CONFIGS: dict[str, Config] = {c.name: c for c in [
     Config("live+packing", collator=PACKED),
     Config("live+prompt-sharing", collator=SHARED),
     Config("live+chunk64", chunk_size=64),
+    Config("live+unchunked-head", chunk_size=None),
     Config("live+bf16", bf16=True),
     Config("live+compile", compile=True),
     Config("cached+packing+prompt-sharing", cached=True, collator=SHARED),

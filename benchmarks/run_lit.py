@@ -34,17 +34,10 @@ def run(config: Config, model_dir: str, train_path: str, workdir: str, batch_siz
     module_path, _, name = config.collator.rpartition(".")
     collator_class = getattr(importlib.import_module(module_path), name)
 
-    class Module(PreferenceModule):
-        def configure_model(self) -> None:
-            first = self.policy is None
-            super().configure_model()
-            if first and config.compile:
-                for layer in self.policy.model.layers:  # per layer: one graph reused N times, keys unchanged
-                    layer.compile(dynamic=True)
-
     reference = CachedReference(cache_dir=f"{workdir}/ref_cache", batch_size=batch_size) if config.cached else FrozenReference()
-    module = Module(model=PretrainedModel(model_dir), loss=DPO(beta=beta), reference=reference, lr=lr,
-                    warmup_steps=0, schedule="constant", logps_chunk_size=config.chunk_size)
+    module = PreferenceModule(model=PretrainedModel(model_dir), loss=DPO(beta=beta), reference=reference, lr=lr,
+                              warmup_steps=0, schedule="constant", logps_chunk_size=config.chunk_size,
+                              compile=config.compile)
     data = PreferenceDataModule(train_path=train_path, format="explicit", chat_template=False, batch_size=batch_size,
                                 max_length=max_length, max_prompt_length=max_length, pad_to_multiple_of=1, seed=0,
                                 collator=collator_class)

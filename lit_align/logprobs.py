@@ -69,7 +69,7 @@ def chunked_logps(
     head: nn.Module,
     batch: PreferenceBatch,
     request: LogpsRequest = LogpsRequest(),
-    chunk_size: int = 1024,
+    chunk_size: int | None = 1024,
     softcap: float | None = None,
     mix_hidden: Tensor | None = None,
     mix_head: nn.Module | None = None,
@@ -83,18 +83,19 @@ def chunked_logps(
     rows, length, _ = hidden.shape  # (2B, T, H)
     targets = batch.input_ids[:, 1:]  # (2B, T-1)
     mask = batch.completion_mask[:, 1:].to(torch.bool)  # (2B, T-1)
-    token_logps = hidden.new_zeros(rows, length - 1, dtype=torch.float32)
     log_sum_sq = hidden.new_zeros(rows, length - 1, dtype=torch.float32) if request.sum_sq_probs else None
     mixed = {sign: hidden.new_zeros(rows, dtype=torch.float32) for sign in (-1, 1)} if request.mix_eps else None
     if request.mix_eps and mix_hidden is None:
         raise ValueError("an epsilon mix was requested but no reference hidden states were given")
 
+    # chunk_size None: the whole sequence at once and no recomputation (the usual way, for comparison)
+    step = chunk_size or length - 1
     pieces = []
-    for start in range(0, length - 1, chunk_size):
-        end = min(start + chunk_size, length - 1)
+    for start in range(0, length - 1, step):
+        end = min(start + step, length - 1)
         h = hidden[:, start:end]  # (2B, c, H)
         t = targets[:, start:end]  # (2B, c)
-        if torch.is_grad_enabled() and h.requires_grad:
+        if chunk_size and torch.is_grad_enabled() and h.requires_grad:
             tok, lss = checkpoint(_chunk_token_logps, head, h, t, softcap, use_reentrant=False)
         else:
             tok, lss = _chunk_token_logps(head, h, t, softcap)
@@ -146,7 +147,7 @@ def _packed_sums(token_logps: Tensor, mask: Tensor, log_sum_sq: Tensor | None, b
 
 
 def sequence_logps(
-    model: nn.Module, batch: PreferenceBatch, request: LogpsRequest = LogpsRequest(), chunk_size: int = 1024
+    model: nn.Module, batch: PreferenceBatch, request: LogpsRequest = LogpsRequest(), chunk_size: int | None = 1024
 ) -> SequenceLogps:
     """One forward of ``model`` over the batch, then chunked log-probs (the common case)."""
     hidden, head = hidden_states(model, batch)

@@ -39,7 +39,8 @@ class PreferenceModule(L.LightningModule):
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
         min_lr_ratio: float = 0.0,
         activation_checkpointing: bool = False,
-        logps_chunk_size: int = 1024,
+        logps_chunk_size: int | None = 1024,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         with warnings.catch_warnings():  # loss / reference are saved as config (class_path), not as modules
@@ -66,7 +67,10 @@ class PreferenceModule(L.LightningModule):
         self.activation_checkpointing = activation_checkpointing
         """Recompute decoder-layer activations in the backward pass (less memory, about 30% slower)."""
         self.logps_chunk_size = logps_chunk_size
-        """Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x vocab))."""
+        """Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x vocab)); None
+        computes the full logits in one pass without recomputation (the usual way, for comparison)."""
+        self.compile = compile
+        """torch.compile each decoder layer of the policy (one graph reused by every layer; keys unchanged)."""
         self.policy: nn.Module | None = None
         self.references = nn.ModuleDict()  # filled by the reference strategy in configure_model
         self.tokenizer = model.load_tokenizer() if model is not None else None
@@ -99,6 +103,11 @@ class PreferenceModule(L.LightningModule):
         self.policy.train()  # from_pretrained returns eval mode, and checkpointing only acts in train mode
         if self.activation_checkpointing:
             unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
+        if self.compile:  # module.compile() keeps state_dict keys (torch.compile(module) would prefix them)
+            from lit_align.sharding import decoder_layers
+
+            for layer in decoder_layers(unwrap_causal_lm(self.policy)):
+                layer.compile(dynamic=True)
         self.reference.configure(self)  # before sharding: a reference copies the unsharded policy
         if self._device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
             from lit_align.sharding import shard_fsdp2

@@ -191,3 +191,15 @@ def test_bf16_training_keeps_fp32_log_probs(tiny_source, sort_task, precision):
     assert all(dtype == torch.float32 and torch.isfinite(loss).all() for dtype, loss in seen)
     expected = torch.bfloat16 if precision == "bf16-true" else torch.float32
     assert next(module.policy.parameters()).dtype == expected
+
+
+def test_compile_switch_compiles_each_decoder_layer_and_keeps_keys(tiny_source):
+    from lit_align.module import PreferenceModule
+
+    plain, compiled = PreferenceModule(model=tiny_source), PreferenceModule(model=tiny_source, compile=True)
+    plain.configure_model()
+    compiled.configure_model()
+    layers = compiled.policy.model.layers
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    assert plain.policy.model.layers[0]._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # no _orig_mod. prefixes

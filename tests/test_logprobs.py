@@ -50,7 +50,7 @@ def batch():
     )
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100, None])
 def test_chunked_equals_naive_loop(model, batch, chunk):
     got = sequence_logps(model, batch, chunk_size=chunk)
     want = naive_logps(model, batch)
@@ -68,9 +68,10 @@ def test_padding_and_prompt_tokens_do_not_count(model, batch):
     torch.testing.assert_close(other.rejected, base.rejected, atol=1e-5, rtol=1e-5)
 
 
-def test_gradients_match_the_unchunked_computation(tiny_source, batch):
+@pytest.mark.parametrize("chunk", [2, None])
+def test_gradients_match_the_unchunked_computation(tiny_source, batch, chunk):
     a, b = tiny_source.load_model(), tiny_source.load_model()
-    sequence_logps(a, batch, chunk_size=2).chosen.sum().backward()
+    sequence_logps(a, batch, chunk_size=chunk).chosen.sum().backward()
     naive_logps(b, batch)[:3].sum().backward()
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5, rtol=1e-4, msg=name)
