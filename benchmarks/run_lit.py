@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import time
 
 import lightning as L
-import torch
 
 from benchmarks.configs import Config
 from benchmarks.measure import Clock, Result

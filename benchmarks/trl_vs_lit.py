@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> str:
     tokens = tokens_per_step(paths["train"], args.batch_size, args.steps)
     configs = [CONFIGS[name] for name in args.configs]
     pairs = {c.name: trl_counterpart(c) for c in configs}
-    trl_configs = {t.name: t for t in pairs.values()}
     runs: dict[str, list[dict]] = {}
     losses: dict[str, list[float]] = {}
     started = time.time()

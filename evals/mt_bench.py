@@ -8,11 +8,10 @@ baseline's answers with the order swapped. Per-item judgments go to ``judgments.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from evals.base import EvalTask, write_json_atomic
+from evals.base import EvalTask, write_json_atomic, write_jsonl_atomic
 from evals.generation import AnswerStore, generate_multi_turn, select_engine
 from evals.judge.client import JudgeClient
 from evals.judge.mt_bench_prompts import load_judge_prompts
@@ -116,7 +115,7 @@ class MTBench(EvalTask):
             else:
                 row["verdict"] = parse_pair_verdict(resp.content)
             rows.append(row)
-        _write_jsonl(output_dir / "judgments.jsonl", rows)
+        write_jsonl_atomic(output_dir / "judgments.jsonl", rows)
 
         if self.mode == "single":
             metrics = single_scores(rows)
@@ -129,7 +128,7 @@ class MTBench(EvalTask):
                 outcomes.append({"question_id": first["question_id"], "category": first["category"], "turn": first["turn"],
                                  "outcome": outcome, "error": bool(first["error"] or second["error"]),
                                  "inconsistent": inconsistent})
-            _write_jsonl(output_dir / "pair_outcomes.jsonl", outcomes)
+            write_jsonl_atomic(output_dir / "pair_outcomes.jsonl", outcomes)
             metrics = pair_scores(outcomes)
             chart_series = {"adjusted win rate": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("category/")}}
             chart_title, ylim = f"MT-Bench pairwise vs baseline ({self.judge.model})", (0, 1)
@@ -144,10 +143,3 @@ class MTBench(EvalTask):
                                                         "prompt_version": prompt_version, "mode": self.mode})
         return metrics
 
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from evals.base import read_jsonl
 
 # FastChat gen_model_answer.py temperature_config: creative categories sample, exact ones are greedy.
 MT_BENCH_TEMPERATURES: dict[str, float] = {
@@ -17,21 +18,10 @@ NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
 """Judged with a reference answer (FastChat NEED_REF_CATS)."""
 
 
-def _jsonl(path: str | Path):
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
-
-
 def load_questions(path: str | Path) -> list[dict[str, Any]]:
     """``{"question_id", "category", "turns": [str, ...]}`` rows, checked field by field."""
     questions, seen = [], set()
-    for line_no, row in _jsonl(path):
+    for line_no, row in read_jsonl(path):
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{line_no}: expected a JSON object")
         for key, kind in (("question_id", (int, str)), ("category", str), ("turns", list)):
@@ -49,7 +39,7 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
 def load_answers(path: str | Path) -> dict[Any, list[str]]:
     """FastChat answer files (model answers, reference answers): question_id -> choices[0].turns."""
     answers = {}
-    for line_no, row in _jsonl(path):
+    for line_no, row in read_jsonl(path):
         try:
             turns = row["choices"][0]["turns"]
             qid = row["question_id"]

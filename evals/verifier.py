@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from evals.base import EvalTask, write_json_atomic
+from evals.base import EvalTask, read_jsonl, write_json_atomic, write_jsonl_atomic
 from evals.generation import generate
 
 
@@ -36,18 +35,11 @@ class VerifierTask(EvalTask):
 
     def load(self) -> list[dict[str, Any]]:
         rows = []
-        with open(self.data_path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{self.data_path}:{line_no}: invalid JSON ({err.msg})") from None
-                for key in ("prompt", "answer"):
-                    if not isinstance(row.get(key), str):
-                        raise ValueError(f"{self.data_path}:{line_no}: field {key!r} missing or not a string")
-                rows.append(row)
+        for line_no, row in read_jsonl(self.data_path):
+            for key in ("prompt", "answer"):
+                if not isinstance(row, dict) or not isinstance(row.get(key), str):
+                    raise ValueError(f"{self.data_path}:{line_no}: field {key!r} missing or not a string")
+            rows.append(row)
         return rows[: self.limit] if self.limit else rows
 
     def run(self, model, tokenizer, output_dir: Path) -> dict[str, Any]:
@@ -55,10 +47,9 @@ class VerifierTask(EvalTask):
         conversations = [[{"role": "user", "content": r["prompt"]}] for r in rows]
         answers = generate(model, tokenizer, conversations, self.max_new_tokens, 0.0, self.batch_size)
         correct = [normalise(a) == normalise(r["answer"]) for a, r in zip(answers, rows)]
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with open(output_dir / "answers.jsonl", "w") as f:
-            for r, a, ok in zip(rows, answers, correct):
-                f.write(json.dumps({"prompt": r["prompt"], "answer": r["answer"], "output": a, "correct": ok}) + "\n")
+        write_jsonl_atomic(output_dir / "answers.jsonl", [
+            {"prompt": r["prompt"], "answer": r["answer"], "output": a, "correct": ok} for r, a, ok in zip(rows, answers, correct)
+        ])
         metrics = {"accuracy": sum(correct) / max(len(rows), 1), "n": len(rows)}
         write_json_atomic(output_dir / "metrics.json", metrics)
         return metrics

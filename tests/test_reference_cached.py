@@ -11,7 +11,7 @@ from tests.helpers_reference import data, fit, module, tiny_source
 from lit_align.batch import LogpsRequest, PreferenceBatch
 from lit_align.data.collate import PairCollator
 from lit_align.logprobs import sequence_logps
-from lit_align.losses import DPO, PreferenceLoss
+from lit_align.losses import DPO
 from lit_align.reference import (
     CachedReference,
     DatasetColumnReference,
