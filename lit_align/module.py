@@ -82,7 +82,7 @@ class PreferenceModule(L.LightningModule):
                 f"{self.loss.describe()} needs reference log-probs but the reference is {self.reference.describe()}: "
                 "use FrozenReference (or another strategy), or a reference-free loss (SimPO, ORPO, CPO, SFT)"
             )
-        if getattr(self.loss, "requires_unconditional_reference", False) and not self.reference.scores_unconditionally:
+        if self.loss.requires_unconditional_reference and not self.reference.scores_unconditionally:
             raise ValueError(
                 f"{self.loss.describe()} compares with the reference's unconditional log p(y) but {self.reference.describe()} "
                 "scores responses with their prompts: use UnconditionalReference or CachedReference(unconditional=True)"

@@ -155,8 +155,11 @@ def test_likelihood_objective_needs_an_unconditional_reference(tiny_source):
     from lit_align.module import PreferenceModule
     from lit_align.reference import FrozenReference, UnconditionalReference
 
-    with pytest.raises(ValueError, match="use UnconditionalReference or CachedReference"):
-        PreferenceModule(model=tiny_source, loss=LikelihoodDPO(), reference=FrozenReference())
+    from lit_align.losses import SFT, WeightedLoss
+
+    for loss in (LikelihoodDPO(), WeightedLoss([LikelihoodDPO(), SFT()])):  # a composite must not hide it
+        with pytest.raises(ValueError, match="use UnconditionalReference or CachedReference"):
+            PreferenceModule(model=tiny_source, loss=loss, reference=FrozenReference())
     PreferenceModule(model=tiny_source, loss=LikelihoodDPO(), reference=UnconditionalReference())
 
 

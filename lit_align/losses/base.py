@@ -81,6 +81,8 @@ class PreferenceLoss(nn.Module):
 
     requires_reference: bool = True
     """Whether ``forward`` needs reference log-probs (checked once against the reference strategy)."""
+    requires_unconditional_reference: bool = False
+    """Whether the reference log-probs must be of the response alone, log p(y) (the likelihood objective)."""
 
     @property
     def logps_request(self) -> LogpsRequest:

@@ -49,6 +49,10 @@ class WeightedLoss(PreferenceLoss):
         return any(t.requires_reference for t in self.terms)
 
     @property
+    def requires_unconditional_reference(self) -> bool:  # type: ignore[override]
+        return any(t.requires_unconditional_reference for t in self.terms)
+
+    @property
     def logps_request(self) -> LogpsRequest:
         return reduce(lambda a, b: a | b, (t.logps_request for t in self.terms))
 

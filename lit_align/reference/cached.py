@@ -73,6 +73,10 @@ class CachedReference(ReferenceStrategy):
 
     provides_logits = False
 
+    @property
+    def scores_unconditionally(self) -> bool:  # type: ignore[override]
+        return self.unconditional
+
     def __init__(
         self,
         source: ModelSource | None = None,
@@ -91,7 +95,6 @@ class CachedReference(ReferenceStrategy):
         """Pairs per reference forward while filling the cache."""
         self.unconditional = unconditional
         """Score each response without its prompt (log p(y), the study's likelihood reward)."""
-        self.scores_unconditionally = unconditional
         self.tables: dict[str, torch.Tensor] = {}
         """Per split: (N, 2) float32 log-probs (chosen, rejected), indexed by pair index."""
         self.status: dict[str, str] = {}
