@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
 from lit_align.logprobs import chunked_logps, hidden_states, sequence_logps, unwrap_causal_lm
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import ModelSource, resolve_dtype
@@ -87,6 +87,11 @@ class PreferenceModule(L.LightningModule):
                 f"{self.loss.describe()} compares with the reference's unconditional log p(y) but {self.reference.describe()} "
                 "scores responses with their prompts: use UnconditionalReference or CachedReference(unconditional=True)"
             )
+        if self.loss.reference_logps_request.token_logps and not self.reference.provides_token_logps:
+            raise ValueError(
+                f"{self.loss.describe()} reweights the reference's per-token log-probs, which {self.reference.describe()} "
+                "does not keep (sums only): use FrozenReference or a moving reference, or reference_too: false"
+            )
         if self.loss.requires_reference_logits and not self.reference.provides_logits:
             raise ValueError(
                 f"{self.loss.describe()} mixes reference logits every step, which {self.reference.describe()} cannot "
@@ -135,15 +140,15 @@ class PreferenceModule(L.LightningModule):
 
     # --- one step -------------------------------------------------------------------------------
     def forward_step(self, batch: PreferenceBatch) -> tuple[SequenceLogps, SequenceLogps | None, LossOutput]:
-        request = self.loss.logps_request
+        request, ref_request = self.loss.logps_request, self.loss.reference_logps_request
         if request.mix_eps is not None:  # epsilon-DPO: both models' logits meet inside one chunk loop
             ref_hidden, ref_head = self.reference.hidden_states(self, batch)
-            reference = chunked_logps(ref_hidden, ref_head, batch, LogpsRequest(), self.logps_chunk_size)
+            reference = chunked_logps(ref_hidden, ref_head, batch, ref_request, self.logps_chunk_size)
             hidden, head = hidden_states(self.policy, batch)
             policy = chunked_logps(hidden, head, batch, request, self.logps_chunk_size, mix_hidden=ref_hidden, mix_head=ref_head)
         else:
             policy = sequence_logps(self.policy, batch, request, self.logps_chunk_size)
-            reference = self.reference.logps(self, batch, request) if self.loss.requires_reference else None
+            reference = self.reference.logps(self, batch, ref_request) if self.loss.requires_reference else None
         return policy, reference, self.loss(policy, reference, batch)
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:

@@ -90,6 +90,11 @@ class PreferenceLoss(nn.Module):
         return LogpsRequest()
 
     @property
+    def reference_logps_request(self) -> LogpsRequest:
+        """Extras this loss needs from the reference's log-prob pass (none by default)."""
+        return LogpsRequest()
+
+    @property
     def requires_reference_logits(self) -> bool:
         """True when the reference's full logits are needed every step (epsilon-DPO's mixing)."""
         return self.logps_request.mix_eps is not None
@@ -102,6 +107,41 @@ class PreferenceLoss(nn.Module):
 
     def describe(self) -> str:
         return type(self).__name__
+
+
+class LossWrapper(PreferenceLoss):
+    """An option around one inner loss (WPO weighting, LD-DPO): the inner loss's needs pass through.
+
+    Subclasses transform what goes in (log-probs) or comes out (per-pair losses) and may add to
+    the requests; every requirement check made on the wrapper is the inner loss's.
+    """
+
+    def __init__(self, loss: PreferenceLoss) -> None:
+        super().__init__()
+        self.loss = loss
+        """The wrapped loss."""
+
+    @property
+    def requires_reference(self) -> bool:  # type: ignore[override]
+        return self.loss.requires_reference
+
+    @property
+    def requires_unconditional_reference(self) -> bool:  # type: ignore[override]
+        return self.loss.requires_unconditional_reference
+
+    @property
+    def logps_request(self) -> LogpsRequest:
+        return self.loss.logps_request
+
+    @property
+    def reference_logps_request(self) -> LogpsRequest:
+        return self.loss.reference_logps_request
+
+    def after_optimizer_step(self) -> None:
+        self.loss.after_optimizer_step()
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({self.loss.describe()})"
 
 
 class Float64State(PreferenceLoss):

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
-from lit_align.losses.base import PreferenceLoss, check_in_range
+from lit_align.losses.base import LossWrapper, PreferenceLoss, check_in_range
 
 
 def desensitized_sums(logps: SequenceLogps, alpha: float) -> SequenceLogps:
@@ -29,7 +29,7 @@ def desensitized_sums(logps: SequenceLogps, alpha: float) -> SequenceLogps:
     return replace(logps, chosen=sums[:half], rejected=sums[half:])
 
 
-class LengthDesensitized(PreferenceLoss):
+class LengthDesensitized(LossWrapper):
     """LD-DPO, Liu et al. 2024 (Length Desensitization in DPO, arXiv 2409.06411).
 
     ``log pi_hat(y) = sum_{k <= l_p} log p(y_k) + alpha * sum_{k > l_p} log p(y_k)``, with
@@ -38,26 +38,25 @@ class LengthDesensitized(PreferenceLoss):
     loss of summed log-probs) then sees ``pi_hat`` for the policy.
 
     ``reference_too=False`` (as TRL's ``ld_alpha``) leaves the reference sums unchanged;
-    ``True`` applies the same weighting to the reference, which then must provide per-token
-    log-probs (not possible with cached reference log-probs).
+    ``True`` applies the same weighting to the reference, which then must run a model each step
+    (frozen, adapter-disabled, moving, unconditional): cached or dataset-column log-probs are sums
+    only, and the module refuses that combination at construction.
     """
 
     def __init__(self, loss: PreferenceLoss, alpha: float = 0.5, reference_too: bool = False) -> None:
-        super().__init__()
-        self.loss = loss
-        """The loss fed with the desensitised log-probs."""
+        super().__init__(loss)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, high_inclusive=True)
         """Weight of tokens past the shorter completion, in [0, 1]; 1 is the wrapped loss unchanged."""
         self.reference_too = reference_too
         """Also reweight the reference's log-probs (needs per-token reference log-probs)."""
 
     @property
-    def requires_reference(self) -> bool:  # type: ignore[override]
-        return self.loss.requires_reference
-
-    @property
     def logps_request(self) -> LogpsRequest:
         return self.loss.logps_request | LogpsRequest(token_logps=True)
+
+    @property
+    def reference_logps_request(self) -> LogpsRequest:
+        return self.loss.reference_logps_request | LogpsRequest(token_logps=self.reference_too)
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         policy_hat = desensitized_sums(policy, self.alpha)
@@ -67,8 +66,5 @@ class LengthDesensitized(PreferenceLoss):
         metrics["ld/dropped_logps"] = ((policy.chosen - policy_hat.chosen) + (policy.rejected - policy_hat.rejected)).detach().mean()
         return LossOutput(out.losses, metrics)
 
-    def after_optimizer_step(self) -> None:
-        self.loss.after_optimizer_step()
-
     def describe(self) -> str:
-        return f"LengthDesensitized({self.loss.describe()}, alpha={self.alpha:g})"
+        return f"LengthDesensitized({self.loss.describe()}, alpha={self.alpha:g}, reference_too={self.reference_too})"

@@ -56,6 +56,10 @@ class WeightedLoss(PreferenceLoss):
     def logps_request(self) -> LogpsRequest:
         return reduce(lambda a, b: a | b, (t.logps_request for t in self.terms))
 
+    @property
+    def reference_logps_request(self) -> LogpsRequest:
+        return reduce(lambda a, b: a | b, (t.reference_logps_request for t in self.terms))
+
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         total = torch.zeros_like(policy.chosen)
         metrics = {}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
-from lit_align.losses.base import PreferenceLoss
+from lit_align.losses.base import LossWrapper
 
 
-class WPOWeighted(PreferenceLoss):
+class WPOWeighted(LossWrapper):
     """WPO, Zhou et al. 2024 (Weighted Preference Optimization, arXiv 2406.11827): off-policy pairs weighted.
 
     Each pair's loss from the wrapped ``loss`` is multiplied by the detached weight
@@ -21,15 +21,6 @@ class WPOWeighted(PreferenceLoss):
     weight only the preference term of RPO, wrap that term: ``WeightedLoss([WPOWeighted(DPO()), SFT()])``.
     Put it outside :class:`LengthDesensitized` (the weight reads the policy's unmodified log-probs).
     """
-
-    def __init__(self, loss: PreferenceLoss) -> None:
-        super().__init__()
-        self.loss = loss
-        """The loss whose per-pair values are weighted."""
-
-    @property
-    def requires_reference(self) -> bool:  # type: ignore[override]
-        return self.loss.requires_reference
 
     @property
     def logps_request(self) -> LogpsRequest:
@@ -51,9 +42,3 @@ class WPOWeighted(PreferenceLoss):
         metrics = dict(out.metrics)
         metrics["wpo/weight"] = weight.mean()
         return LossOutput(out.losses * weight, metrics)
-
-    def after_optimizer_step(self) -> None:
-        self.loss.after_optimizer_step()
-
-    def describe(self) -> str:
-        return f"WPOWeighted({self.loss.describe()})"

@@ -74,7 +74,7 @@ class AdapterDisabledReference(ReferenceStrategy):
     @torch.no_grad()
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
         with self.as_reference(module) as model:
-            return sequence_logps(model, batch, LogpsRequest(), module.logps_chunk_size)
+            return sequence_logps(model, batch, request, module.logps_chunk_size)
 
     @torch.no_grad()
     def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:

@@ -27,9 +27,11 @@ class ReferenceStrategy:
     provides_logps: bool = True
     """Whether ``logps`` returns reference log-probs (False only for reference-free training)."""
     provides_logits: bool = True
+    """Whether the strategy runs a reference model each step (needed by losses that mix logits)."""
+    provides_token_logps: bool = True
+    """Whether ``logps`` can honour ``LogpsRequest(token_logps=True)`` (per-token values, not only sums)."""
     scores_unconditionally: bool = False
     """Whether reference log-probs are of the response alone, without its prompt (log p(y))."""
-    """Whether the strategy runs a reference model each step (needed by losses that mix logits)."""
     checkpoint_weights: bool = False
     """Whether reference weights must be saved in checkpoints (moving references)."""
 
@@ -38,7 +40,11 @@ class ReferenceStrategy:
 
     @torch.no_grad()
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps | None:
-        """Reference log-probs for the batch (no grad, eval mode), or None for reference-free runs."""
+        """Reference log-probs for the batch (no grad, eval mode), or None for reference-free runs.
+
+        ``request`` is the loss's ``reference_logps_request``: usually empty; per-token values for
+        LD-DPO with ``reference_too``.
+        """
         return None
 
     @torch.no_grad()

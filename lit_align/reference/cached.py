@@ -72,6 +72,7 @@ class CachedReference(ReferenceStrategy):
     """
 
     provides_logits = False
+    provides_token_logps = False
 
     @property
     def scores_unconditionally(self) -> bool:  # type: ignore[override]
@@ -194,6 +195,7 @@ class DatasetColumnReference(ReferenceStrategy):
     """
 
     provides_logits = False
+    provides_token_logps = False
 
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
         if batch.ref_logps is None:

@@ -19,6 +19,7 @@ class NoReference(ReferenceStrategy):
 
     provides_logps = False
     provides_logits = False
+    provides_token_logps = False
 
 
 def build_reference_model(module, source: ModelSource | None, dtype: str | None) -> nn.Module:
@@ -66,7 +67,7 @@ class FrozenReference(ReferenceStrategy):
 
     @torch.no_grad()
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return sequence_logps(self.model(module), batch, LogpsRequest(), module.logps_chunk_size)
+        return sequence_logps(self.model(module), batch, request, module.logps_chunk_size)
 
     @torch.no_grad()
     def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:

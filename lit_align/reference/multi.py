@@ -22,6 +22,7 @@ class _ReferenceEnsemble(ReferenceStrategy):
     """Frozen models ``module.references['ref{k}']`` scored together; subclasses combine them."""
 
     provides_logits = False  # the combined q is a sequence-level quantity, with no logits to mix
+    provides_token_logps = False  # nor per-token values: the combination is over sequence sums
 
     def __init__(self, sources: list[ModelSource | None], dtype: str | None) -> None:
         self.sources = list(sources)

@@ -66,4 +66,4 @@ class UnconditionalReference(FrozenReference):
 
     @torch.no_grad()
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return sequence_logps(self.model(module), strip_prompts(batch, self.start_id), LogpsRequest(), module.logps_chunk_size)
+        return sequence_logps(self.model(module), strip_prompts(batch, self.start_id), request, module.logps_chunk_size)
