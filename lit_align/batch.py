@@ -41,6 +41,25 @@ class PreferenceBatch:
     def num_pairs(self) -> int:
         return self.index.shape[0]
 
+    def chosen_only(self) -> PreferenceBatch:
+        """The B chosen rows alone, trimmed to the longest of them (padded layout only).
+
+        For losses that never read the rejected half (SFT alone): the forward then costs half.
+        Log-probs of such a batch report NaN rejected sums, so a loss that did read them fails
+        loudly instead of training on zeros.
+        """
+        if self.packed:
+            raise ValueError("chosen_only needs the padded layout (PairCollator)")
+        b = self.num_pairs
+        length = int(self.attention_mask[:b].sum(-1).max())  # right-padded: real tokens come first
+        rows = {name: getattr(self, name)[:b, :length] for name in ("input_ids", "attention_mask", "completion_mask")}
+        return replace(self, **rows)
+
+    @property
+    def has_rejected_rows(self) -> bool:
+        """False for a ``chosen_only`` batch (rows = B, not 2B)."""
+        return self.packed or self.input_ids.shape[0] == 2 * self.num_pairs
+
     def to(self, device: torch.device | str) -> PreferenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}

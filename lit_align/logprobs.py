@@ -116,7 +116,12 @@ def chunked_logps(
         return _packed_sums(token_logps, mask, log_sum_sq, batch, request)
     sums = token_logps.sum(-1)  # (2B,)
     counts = mask.sum(-1)  # (2B,)
-    half = rows // 2
+    if not batch.has_rejected_rows:  # chosen_only: (B,) rows; the rejected half reads as NaN, 0 tokens
+        if request != LogpsRequest():
+            raise ValueError("a chosen-only batch gives plain sums: the extras requested need both halves")
+        sums = torch.cat([sums, torch.full_like(sums, float("nan"))])
+        counts = torch.cat([counts, torch.zeros_like(counts)])
+    half = sums.shape[0] // 2
     out = SequenceLogps(
         chosen=sums[:half], rejected=sums[half:], chosen_tokens=counts[:half], rejected_tokens=counts[half:]
     )

@@ -141,6 +141,8 @@ class PreferenceModule(L.LightningModule):
     # --- one step -------------------------------------------------------------------------------
     def forward_step(self, batch: PreferenceBatch) -> tuple[SequenceLogps, SequenceLogps | None, LossOutput]:
         request, ref_request = self.loss.logps_request, self.loss.reference_logps_request
+        if not self.loss.uses_rejected and not batch.packed:
+            batch = batch.chosen_only()  # SFT alone: forwarding the rejected rows would double the cost for nothing
         if request.mix_eps is not None:  # epsilon-DPO: both models' logits meet inside one chunk loop
             ref_hidden, ref_head = self.reference.hidden_states(self, batch)
             reference = chunked_logps(ref_hidden, ref_head, batch, ref_request, self.logps_chunk_size)
@@ -171,6 +173,8 @@ class PreferenceModule(L.LightningModule):
     def step_metrics(self, policy: SequenceLogps, reference: SequenceLogps | None, out: LossOutput) -> dict[str, torch.Tensor]:
         metrics = {k: v.float().mean() for k, v in out.metrics.items()}
         metrics["logps/chosen"] = policy.chosen.detach().mean()
+        if not self.loss.uses_rejected:  # the rejected rows were not forwarded (SFT alone)
+            return metrics
         metrics["logps/rejected"] = policy.rejected.detach().mean()
         metrics["logps/accuracies"] = (policy.chosen > policy.rejected).float().mean()  # likelihood ranking
         if reference is not None:

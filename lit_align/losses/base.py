@@ -83,6 +83,8 @@ class PreferenceLoss(nn.Module):
     """Whether ``forward`` needs reference log-probs (checked once against the reference strategy)."""
     requires_unconditional_reference: bool = False
     """Whether the reference log-probs must be of the response alone, log p(y) (the likelihood objective)."""
+    uses_rejected: bool = True
+    """Whether ``forward`` reads the rejected half; False lets the module skip the rejected rows' forward."""
 
     @property
     def logps_request(self) -> LogpsRequest:

@@ -16,6 +16,7 @@ class SFT(PreferenceLoss):
     """
 
     requires_reference = False
+    uses_rejected = False  # alone, the module forwards only the chosen rows
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         nll = mean_nll(policy)  # (B,)

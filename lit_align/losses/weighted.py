@@ -53,6 +53,10 @@ class WeightedLoss(PreferenceLoss):
         return any(t.requires_unconditional_reference for t in self.terms)
 
     @property
+    def uses_rejected(self) -> bool:  # type: ignore[override]
+        return any(t.uses_rejected for t in self.terms)
+
+    @property
     def logps_request(self) -> LogpsRequest:
         return reduce(lambda a, b: a | b, (t.logps_request for t in self.terms))
 
