@@ -60,6 +60,25 @@ class PreferenceBatch:
         """False for a ``chosen_only`` batch (rows = B, not 2B)."""
         return self.packed or self.input_ids.shape[0] == 2 * self.num_pairs
 
+    @property
+    def target_mask(self) -> Tensor:
+        """(R, T-1) bool: position t's target (token t+1) is a scored completion token."""
+        return self.completion_mask[:, 1:].to(torch.bool)
+
+    def completion_counts(self) -> Tensor:
+        """(2B,) long scored completion tokens per sequence (chosen 0..B-1, rejected B..2B-1).
+
+        A padded row is one sequence; a packed row holds several (or a whole pair), so there each
+        scored target counts for its ``seq_ids`` entry. The log-prob pass and the references that
+        serve stored log-probs both count here, so token counts always agree.
+        """
+        mask = self.target_mask  # (R, T-1)
+        if not self.packed:
+            return mask.sum(-1)  # (2B,)
+        seq = self.seq_ids[:, 1:][mask]  # (S,) sequence of each scored target
+        counts = torch.zeros(2 * self.num_pairs, dtype=torch.long, device=seq.device)
+        return counts.index_add(0, seq, torch.ones_like(seq))  # (2B,)
+
     def to(self, device: torch.device | str) -> PreferenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()}
@@ -74,7 +93,7 @@ class LogpsRequest:
     forward pass and no full-logits tensor. Requests of a composite loss are merged with ``|``.
     """
 
-    token_logps: bool = False  # keep the (2B, T-1) per-token log-probs (AOT-unpaired, LD-DPO)
+    token_logps: bool = False  # keep per-token log-probs per sequence (LD-DPO; see SequenceLogps.token_logps)
     sum_sq_probs: bool = False  # WPO: per-sequence mean of log sum_v p_v^2 over completion tokens
     mix_eps: float | None = None  # epsilon-DPO: log-probs under (1 -/+ eps) f +/- eps g (needs g)
 
@@ -97,8 +116,15 @@ class SequenceLogps:
     chosen_tokens: Tensor  # (B,) completion token counts |y_w|
     rejected_tokens: Tensor  # (B,)
     # Optional extras, filled only when a LogpsRequest asked for them.
-    token_logps: Tensor | None = None  # (2B, T-1), zero outside the completion
-    token_mask: Tensor | None = None  # (2B, T-1) bool completion mask aligned with token_logps
+    # Per-token log-probs, (2B, L). The contract a loss may rely on: row s is sequence s (chosen
+    # 0..B-1, rejected B..2B-1); token_mask is True on exactly its scored completion targets, in
+    # their order along the row (so a cumsum of the mask numbers them 1, 2, ...); token_logps holds
+    # their log-probs there and 0 elsewhere (so row sums are the sequence sums). Width L and where
+    # the completion sits in the row depend on the layout, so nothing else may be assumed: padded,
+    # L = T-1 and each target stays at its own position (after the prompt); packed, the targets are
+    # left-aligned and L is the longest completion of the batch.
+    token_logps: Tensor | None = None  # (2B, L) float, zero outside the completion
+    token_mask: Tensor | None = None  # (2B, L) bool, True on the completion targets
     mean_log_sum_sq_probs: Tensor | None = None  # (2B,) WPO statistic
     mixed_minus: Tensor | None = None  # (2B,) sums under (1+eps) f - eps g  (stands for beta/(1+eps))
     mixed_plus: Tensor | None = None  # (2B,) sums under (1-eps) f + eps g  (stands for beta/(1-eps))

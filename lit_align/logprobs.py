@@ -80,21 +80,25 @@ def chunked_logps(
     decides whether it is scored, so prompt and padding never count.
     ``mix_hidden``/``mix_head`` (the reference's, no grad) are needed only for ``request.mix_eps``.
     """
-    rows, length, _ = hidden.shape  # (2B, T, H)
-    targets = batch.input_ids[:, 1:]  # (2B, T-1)
-    mask = batch.completion_mask[:, 1:].to(torch.bool)  # (2B, T-1)
+    rows, length, _ = hidden.shape  # (R, T, H); R = 2B rows padded, fewer packed
+    n = 2 * batch.num_pairs  # sequences
+    targets = batch.input_ids[:, 1:]  # (R, T-1)
+    mask = batch.target_mask  # (R, T-1)
+    seq = batch.seq_ids[:, 1:] if batch.packed else None  # (R, T-1) sequence of each target (packed)
     log_sum_sq = hidden.new_zeros(rows, length - 1, dtype=torch.float32) if request.sum_sq_probs else None
-    mixed = {sign: hidden.new_zeros(rows, dtype=torch.float32) for sign in (-1, 1)} if request.mix_eps else None
+    mixed = {sign: hidden.new_zeros(n, dtype=torch.float32) for sign in (-1, 1)} if request.mix_eps else None
     if request.mix_eps and mix_hidden is None:
         raise ValueError("an epsilon mix was requested but no reference hidden states were given")
+    if not batch.has_rejected_rows and request != LogpsRequest():
+        raise ValueError("a chosen-only batch gives plain sums: the extras requested need both halves")
 
     # chunk_size None: the whole sequence at once and no recomputation (the usual way, for comparison)
     step = chunk_size or length - 1
     pieces = []
     for start in range(0, length - 1, step):
         end = min(start + step, length - 1)
-        h = hidden[:, start:end]  # (2B, c, H)
-        t = targets[:, start:end]  # (2B, c)
+        h = hidden[:, start:end]  # (R, c, H)
+        t = targets[:, start:end]  # (R, c)
         if chunk_size and torch.is_grad_enabled() and h.requires_grad:
             tok, lss = checkpoint(_chunk_token_logps, head, h, t, softcap, use_reentrant=False)
         else:
@@ -104,51 +108,64 @@ def chunked_logps(
             log_sum_sq[:, start:end] = lss.detach()
         if mixed is not None:
             with torch.no_grad():
-                f = _logits(head, h.detach(), softcap)  # (2B, c, V)
+                f = _logits(head, h.detach(), softcap)  # (R, c, V)
                 g = _logits(mix_head, mix_hidden[:, start:end], softcap)
-                m = mask[:, start:end]
+                m = mask[:, start:end]  # (R, c)
+                s = seq[:, start:end] if seq is not None else None
                 for sign in (-1, 1):  # -1: (1+eps) f - eps g ; +1: (1-eps) f + eps g
                     mix = (1 - sign * request.mix_eps) * f + sign * request.mix_eps * g
-                    lp = F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
-                    mixed[sign] += (lp * m).sum(-1)
-    token_logps = torch.cat(pieces, dim=1) * mask  # (2B, T-1); masked positions exactly 0
-    if batch.packed:
-        return _packed_sums(token_logps, mask, log_sum_sq, batch, request)
-    sums = token_logps.sum(-1)  # (2B,)
-    counts = mask.sum(-1)  # (2B,)
-    if not batch.has_rejected_rows:  # chosen_only: (B,) rows; the rejected half reads as NaN, 0 tokens
-        if request != LogpsRequest():
-            raise ValueError("a chosen-only batch gives plain sums: the extras requested need both halves")
+                    lp = F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)  # (R, c)
+                    mixed[sign] += _per_sequence(lp, m, s, n)
+    token_logps = torch.cat(pieces, dim=1) * mask  # (R, T-1); masked positions exactly 0
+    sums = _per_sequence(token_logps, mask, seq, n)  # (2B,); (B,) for a chosen-only batch
+    counts = batch.completion_counts()  # (2B,); (B,) for a chosen-only batch
+    if not batch.has_rejected_rows:  # chosen_only: the rejected half reads as NaN, with 0 tokens
         sums = torch.cat([sums, torch.full_like(sums, float("nan"))])
         counts = torch.cat([counts, torch.zeros_like(counts)])
-    half = sums.shape[0] // 2
+    half = n // 2
     out = SequenceLogps(
         chosen=sums[:half], rejected=sums[half:], chosen_tokens=counts[:half], rejected_tokens=counts[half:]
     )
     if request.token_logps:
-        out.token_logps, out.token_mask = token_logps, mask
+        out.token_logps, out.token_mask = (token_logps, mask) if seq is None else _left_aligned(token_logps, mask, seq, counts)
     if log_sum_sq is not None:
-        out.mean_log_sum_sq_probs = (log_sum_sq * mask).sum(-1) / counts.clamp(min=1)
+        out.mean_log_sum_sq_probs = _per_sequence(log_sum_sq, mask, seq, n) / counts.clamp(min=1)
     if mixed is not None:
         out.mixed_minus, out.mixed_plus = mixed[-1], mixed[1]
     return out
 
 
-def _packed_sums(token_logps: Tensor, mask: Tensor, log_sum_sq: Tensor | None, batch: PreferenceBatch,
-                 request: LogpsRequest) -> SequenceLogps:
-    """Per-sequence sums of a packed layout: each scored target adds into its sequence's slot."""
-    if request.token_logps or request.mix_eps is not None:
-        raise ValueError("per-token log-probs and epsilon mixes need the padded layout (PairCollator), not a packed one")
-    n = 2 * batch.num_pairs
-    seq = batch.seq_ids[:, 1:][mask]  # (S,) sequence of each scored target
-    sums = token_logps.new_zeros(n).index_add(0, seq, token_logps[mask])  # (2B,)
-    counts = torch.zeros(n, dtype=torch.long, device=seq.device).index_add(0, seq, torch.ones_like(seq))  # (2B,)
-    b = batch.num_pairs
-    out = SequenceLogps(chosen=sums[:b], rejected=sums[b:], chosen_tokens=counts[:b], rejected_tokens=counts[b:])
-    if log_sum_sq is not None:
-        total = log_sum_sq.new_zeros(n).index_add(0, seq, log_sum_sq[mask])
-        out.mean_log_sum_sq_probs = total / counts.clamp(min=1)
-    return out
+def _per_sequence(values: Tensor, mask: Tensor, seq: Tensor | None, n: int) -> Tensor:
+    """(n,) sums of ``values`` (R, c) over the scored targets ``mask`` (R, c) of each sequence.
+
+    Padded (``seq`` None): a row is a sequence, so a row sum. Packed: each target adds into the slot
+    of its sequence ``seq`` (R, c); out-of-place, so gradients flow back to ``values``.
+    """
+    if seq is None:
+        return (values * mask).sum(-1)  # (R,) = (n,)
+    return values.new_zeros(n).index_add(0, seq[mask], values[mask])  # (n,)
+
+
+def _left_aligned(token_logps: Tensor, mask: Tensor, seq: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """A packed layout's per-token log-probs (R, T-1) regrouped as (2B, L) rows, one per sequence.
+
+    Row s holds sequence s's scored targets in order from column 0 (L = longest completion), the
+    mask is True exactly there: the layout contract of ``SequenceLogps.token_logps``. Boolean
+    indexing reads targets row-major, and a sequence lies in one row with its tokens in order, so a
+    stable sort by sequence keeps each sequence's targets in order; a target's column is then its
+    rank within its sequence.
+    """
+    n = counts.shape[0]
+    seq_of = seq[mask]  # (S,) sequence of each scored target
+    order = torch.sort(seq_of, stable=True).indices  # (S,) targets grouped by sequence, in order
+    starts = torch.cumsum(counts, 0) - counts  # (n,) where each sequence's group begins in `order`
+    ranks = torch.arange(seq_of.numel(), device=seq_of.device) - starts[seq_of[order]]  # (S,) in sorted order
+    column = torch.empty_like(seq_of).scatter(0, order, ranks)  # (S,) back to target order
+    width = int(counts.max()) if n else 0
+    where = (seq_of, column)
+    values = token_logps.new_zeros(n, width).index_put(where, token_logps[mask])  # (2B, L); out-of-place
+    present = torch.zeros(n, width, dtype=torch.bool, device=mask.device).index_put(where, torch.ones_like(seq_of, dtype=torch.bool))
+    return values, present
 
 
 def sequence_logps(

@@ -75,9 +75,3 @@ def test_packed_rows_never_longer_than_the_longest_sequence():
     longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in batch_pairs)
     assert batch.input_ids.shape[1] == longest
     assert int(batch.attention_mask.sum()) == sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in batch_pairs)
-
-
-def test_packed_layout_refuses_per_token_requests(model):
-    batch = PackedPairCollator(0, 1)(pairs())
-    with pytest.raises(ValueError, match="padded layout"):
-        sequence_logps(model, batch, LogpsRequest(token_logps=True))

@@ -14,6 +14,10 @@ Attention inside a row is a boolean ``(R, 1, T, T)`` mask (causal, same segment,
 shared trunk), passed to the model as a ready 4D mask; positions restart per segment. On GPUs a
 varlen / flex-attention kernel would skip the masked blocks; the dense mask here is exact but still
 computes them, which is why rows are never longer than the longest segment.
+
+Everything per sequence comes from ``seq_ids`` (lit_align/logprobs.py): sums, token counts
+(``PreferenceBatch.completion_counts``), epsilon-DPO mixes, and per-token log-probs, which are
+regrouped into one left-aligned row per sequence (the contract of ``SequenceLogps.token_logps``).
 """
 
 from __future__ import annotations

@@ -13,13 +13,15 @@ from lit_align.losses.base import LossWrapper, PreferenceLoss, check_in_range
 def desensitized_sums(logps: SequenceLogps, alpha: float) -> SequenceLogps:
     """``logps`` with chosen / rejected sums in which tokens past the shorter completion weigh ``alpha``.
 
-    Needs ``token_logps`` / ``token_mask`` (2B, T-1). The public length ``l_p = min(|yw|, |yl|)``
-    is per pair; the k-th completion token (k = 1, 2, ...) counts fully when ``k <= l_p``.
+    Needs ``token_logps`` / ``token_mask`` (2B, L), one row per sequence in any layout (see
+    ``SequenceLogps``: only the mask, its order along the row and row sums are used). The public
+    length ``l_p = min(|yw|, |yl|)`` is per pair; the k-th completion token (k = 1, 2, ...) counts
+    fully when ``k <= l_p``.
     """
     if logps.token_logps is None or logps.token_mask is None:
         raise ValueError("LengthDesensitized needs per-token log-probs: compute them with its logps_request")
-    mask = logps.token_mask  # (2B, T-1) bool
-    position = torch.cumsum(mask.long(), dim=-1)  # (2B, T-1): 1-based index within the completion
+    mask = logps.token_mask  # (2B, L) bool
+    position = torch.cumsum(mask.long(), dim=-1)  # (2B, L): 1-based index within the completion
     public = torch.minimum(logps.chosen_tokens, logps.rejected_tokens).repeat(2)  # (2B,) l_p
     front = mask & (position <= public.unsqueeze(-1))
     rear = mask & ~front

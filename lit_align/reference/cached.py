@@ -59,9 +59,10 @@ def split_of(module) -> str:
 
 
 def completion_counts(batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    counts = batch.completion_mask[:, 1:].sum(-1)  # scored targets, as in chunked_logps
-    half = counts.shape[0] // 2
-    return counts[:half], counts[half:]
+    """Scored completion tokens (chosen (B,), rejected (B,)), counted as chunked_logps counts them."""
+    counts = batch.completion_counts()  # (2B,) per sequence, padded or packed
+    b = batch.num_pairs
+    return counts[:b], counts[b:]
 
 
 class CachedReference(ReferenceStrategy):

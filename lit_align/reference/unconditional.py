@@ -29,19 +29,23 @@ def start_token_id(tokenizer) -> int:
 
 
 def strip_prompts(batch: PreferenceBatch, start_id: int) -> PreferenceBatch:
-    """The batch's completions alone: each row ``[start] + completion``, left-aligned, right-padded.
+    """The batch's completions alone, as a padded batch: row s is ``[start] + completion s``, right-padded.
 
-    Padding positions hold ``start_id`` but are masked (attention and completion masks 0).
+    Works from either layout (a packed row's completions are found by ``seq_ids``). Padding
+    positions hold ``start_id`` but are masked (attention and completion masks 0).
     """
-    completion = batch.completion_mask.bool()  # (2B, T)
-    lengths = completion.sum(-1)  # (2B,)
-    rows, width = completion.shape[0], int(lengths.max()) + 1
+    completion = batch.completion_mask.bool()  # (R, T)
+    if batch.packed:
+        completions = [batch.input_ids[completion & (batch.seq_ids == s)] for s in range(2 * batch.num_pairs)]
+    else:
+        completions = [batch.input_ids[i][completion[i]] for i in range(completion.shape[0])]
+    rows, width = len(completions), max(len(c) for c in completions) + 1
     input_ids = torch.full((rows, width), start_id, dtype=batch.input_ids.dtype, device=batch.input_ids.device)
     attention = torch.zeros((rows, width), dtype=batch.attention_mask.dtype, device=batch.input_ids.device)
     scored = torch.zeros((rows, width), dtype=batch.completion_mask.dtype, device=batch.input_ids.device)
-    for i in range(rows):
-        n = int(lengths[i])
-        input_ids[i, 1 : n + 1] = batch.input_ids[i][completion[i]]
+    for i, tokens in enumerate(completions):  # (n,) tokens of sequence i, in order
+        n = len(tokens)
+        input_ids[i, 1 : n + 1] = tokens
         attention[i, : n + 1] = 1
         scored[i, 1 : n + 1] = 1
     return PreferenceBatch(
