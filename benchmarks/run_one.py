@@ -18,6 +18,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(args.pop("threads"))
+    if torch.cuda.is_available():  # TF32 for fp32 matmuls left outside autocast (e.g. a reference cache pass)
+        torch.set_float32_matmul_precision("high")
     if framework == "lit":
         from benchmarks.run_lit import run
     else:

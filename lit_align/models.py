@@ -107,13 +107,17 @@ class TinyModel(ModelSource):
         max_position_embeddings: int = 512,
         seed: int = 0,
         dtype: str = "float32",
+        num_key_value_heads: int | None = None,
+        vocab_size: int | None = None,
+        tie_word_embeddings: bool = True,
+        rope_theta: float = 10000.0,
     ) -> None:
         self.hidden_size = hidden_size
         """Model width."""
         self.num_layers = num_layers
         """Decoder layers."""
         self.num_heads = num_heads
-        """Attention heads (also key/value heads)."""
+        """Attention (query) heads."""
         self.intermediate_size = intermediate_size or 4 * hidden_size
         """MLP width (default 4x hidden)."""
         self.max_position_embeddings = max_position_embeddings
@@ -122,6 +126,15 @@ class TinyModel(ModelSource):
         """Seed of the random initialisation."""
         self.dtype = dtype
         """Weight dtype."""
+        self.num_key_value_heads = num_key_value_heads
+        """Key/value heads (grouped-query attention; must divide num_heads); None: as many as num_heads."""
+        self.vocab_size = vocab_size
+        """Embedding / lm_head rows; None: the byte tokenizer's size. Larger is allowed (ids above the
+        tokenizer's are never produced, but the head's cost is that of the real vocabulary)."""
+        self.tie_word_embeddings = tie_word_embeddings
+        """lm_head shares the input embedding matrix."""
+        self.rope_theta = rope_theta
+        """Rotary embedding base."""
 
     def config(self):
         from transformers import LlamaConfig
@@ -129,15 +142,18 @@ class TinyModel(ModelSource):
         from lit_align.tiny_tokenizer import VOCAB_SIZE, special_ids
 
         ids = special_ids()
+        if self.vocab_size is not None and self.vocab_size < VOCAB_SIZE:
+            raise ValueError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {VOCAB_SIZE}")
         return LlamaConfig(
-            vocab_size=VOCAB_SIZE,
+            vocab_size=self.vocab_size or VOCAB_SIZE,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_heads,
+            num_key_value_heads=self.num_key_value_heads or self.num_heads,
             max_position_embeddings=self.max_position_embeddings,
-            tie_word_embeddings=True,
+            tie_word_embeddings=self.tie_word_embeddings,
+            rope_theta=self.rope_theta,
             pad_token_id=ids["pad"],
             eos_token_id=ids["eos"],
             bos_token_id=None,
