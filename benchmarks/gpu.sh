@@ -20,6 +20,12 @@ fi
 mkdir -p "$OUTDIR"
 LOG="$OUTDIR/gpu_$PRESET.log"
 
+# The offline GPU image lacks TRL, datasets, torchdata ...: install the wheels carried in .wheels/
+# (made here by benchmarks/gpu_wheels.sh; run(carry=[".wheels"])).
+if [[ -d .wheels ]] && ! "$PYTHON" -c "import trl, datasets, torchdata, jsonargparse" 2>/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps .wheels/*.whl
+fi
+
 # Fail in seconds, not minutes: a CPU-only torch would run the 0.5B model on the CPU.
 "$PYTHON" - <<'EOF' 2>&1 | tee "$LOG"
 import torch, transformers, trl, lightning

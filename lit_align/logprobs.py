@@ -51,17 +51,18 @@ def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, nn.
 
 
 def _logits(head: nn.Module, hidden: Tensor, softcap: float | None) -> Tensor:
-    logits = head(hidden).float()  # (2B, c, V) fp32 even when the model runs in bf16
+    logits = head(hidden).float()  # (c, V) fp32 even when the model runs in bf16
     if softcap:  # Gemma-2 style final logit soft-capping
         logits = torch.tanh(logits / softcap) * softcap
     return logits
 
 
-def _chunk_token_logps(head: nn.Module, hidden: Tensor, targets: Tensor, softcap: float | None) -> tuple[Tensor, Tensor]:
-    logp = F.log_softmax(_logits(head, hidden, softcap), dim=-1)  # (2B, c, V)
-    token = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (2B, c)
-    log_sum_sq = torch.logsumexp(2 * logp, dim=-1)  # (2B, c) log sum_v p_v^2, for WPO
-    return token, log_sum_sq
+def _chunk_token_logps(head: nn.Module, hidden: Tensor, targets: Tensor, softcap: float | None,
+                       sum_sq: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(c,) log-probs of the targets and, for WPO only, (c,) ``log sum_v p_v^2`` from the same logits."""
+    logp = F.log_softmax(_logits(head, hidden, softcap), dim=-1)  # (c, V)
+    token = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (c,)
+    return token, torch.logsumexp(2 * logp.detach(), dim=-1) if sum_sq else None
 
 
 def chunked_logps(
@@ -74,49 +75,58 @@ def chunked_logps(
     mix_hidden: Tensor | None = None,
     mix_head: nn.Module | None = None,
 ) -> SequenceLogps:
-    """Summed completion log-probs from hidden states, computed chunk by chunk along the sequence.
+    """Summed completion log-probs from hidden states, the head run on scored positions only.
 
-    Position ``t`` of ``hidden`` predicts token ``t + 1``; the completion mask of the target token
-    decides whether it is scored, so prompt and padding never count.
-    ``mix_hidden``/``mix_head`` (the reference's, no grad) are needed only for ``request.mix_eps``.
+    Position ``t`` of ``hidden`` predicts token ``t + 1``; only positions whose target is a
+    completion token are gathered and sent through the head (prompt and padding positions cost
+    nothing there), ``chunk_size`` of them at a time, each chunk recomputed in backward so the
+    (chunk, V) logits never stay alive. ``mix_hidden``/``mix_head`` (the reference's, no grad) are
+    needed only for ``request.mix_eps``.
     """
     rows, length, _ = hidden.shape  # (R, T, H); R = 2B rows padded, fewer packed
     n = 2 * batch.num_pairs  # sequences
-    targets = batch.input_ids[:, 1:]  # (R, T-1)
     mask = batch.target_mask  # (R, T-1)
     seq = batch.seq_ids[:, 1:] if batch.packed else None  # (R, T-1) sequence of each target (packed)
-    log_sum_sq = hidden.new_zeros(rows, length - 1, dtype=torch.float32) if request.sum_sq_probs else None
-    mixed = {sign: hidden.new_zeros(n, dtype=torch.float32) for sign in (-1, 1)} if request.mix_eps else None
     if request.mix_eps and mix_hidden is None:
         raise ValueError("an epsilon mix was requested but no reference hidden states were given")
     if not batch.has_rejected_rows and request != LogpsRequest():
         raise ValueError("a chosen-only batch gives plain sums: the extras requested need both halves")
 
-    # chunk_size None: the whole sequence at once and no recomputation (the usual way, for comparison)
-    step = chunk_size or length - 1
-    pieces = []
-    for start in range(0, length - 1, step):
-        end = min(start + step, length - 1)
-        h = hidden[:, start:end]  # (R, c, H)
-        t = targets[:, start:end]  # (R, c)
+    where = mask.nonzero(as_tuple=True)  # ((S,), (S,)): row and position of each scored target
+    scored = hidden[:, :-1][where]  # (S, H)
+    mix_scored = mix_hidden[:, :-1][where] if request.mix_eps else None  # (S, H), no grad
+    targets = batch.input_ids[:, 1:][where]  # (S,)
+    total = targets.shape[0]
+    # chunk_size None: every scored position at once and no recomputation (the usual way, for comparison)
+    step = max(chunk_size or total, 1)
+    pieces, lss_pieces = [], []
+    mixed_pieces: dict[int, list[Tensor]] = {-1: [], 1: []}
+    for start in range(0, total, step):
+        h = scored[start : start + step]  # (c, H)
+        t = targets[start : start + step]  # (c,)
         if chunk_size and torch.is_grad_enabled() and h.requires_grad:
-            tok, lss = checkpoint(_chunk_token_logps, head, h, t, softcap, use_reentrant=False)
+            tok, lss = checkpoint(_chunk_token_logps, head, h, t, softcap, request.sum_sq_probs, use_reentrant=False)
         else:
-            tok, lss = _chunk_token_logps(head, h, t, softcap)
+            tok, lss = _chunk_token_logps(head, h, t, softcap, request.sum_sq_probs)
         pieces.append(tok)
-        if log_sum_sq is not None:
-            log_sum_sq[:, start:end] = lss.detach()
-        if mixed is not None:
+        if lss is not None:
+            lss_pieces.append(lss)
+        if request.mix_eps:
             with torch.no_grad():
-                f = _logits(head, h.detach(), softcap)  # (R, c, V)
-                g = _logits(mix_head, mix_hidden[:, start:end], softcap)
-                m = mask[:, start:end]  # (R, c)
-                s = seq[:, start:end] if seq is not None else None
+                f = _logits(head, h.detach(), softcap)  # (c, V)
+                g = _logits(mix_head, mix_scored[start : start + step], softcap)
                 for sign in (-1, 1):  # -1: (1+eps) f - eps g ; +1: (1-eps) f + eps g
                     mix = (1 - sign * request.mix_eps) * f + sign * request.mix_eps * g
-                    lp = F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)  # (R, c)
-                    mixed[sign] += _per_sequence(lp, m, s, n)
-    token_logps = torch.cat(pieces, dim=1) * mask  # (R, T-1); masked positions exactly 0
+                    mixed_pieces[sign].append(F.log_softmax(mix, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1))
+
+    def dense(pieces: list[Tensor]) -> Tensor:
+        """(R, T-1): per-target values put back at their positions, exactly 0 elsewhere (out-of-place)."""
+        values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+        return hidden.new_zeros(rows, length - 1, dtype=torch.float32).index_put(where, values)
+
+    token_logps = dense(pieces)  # (R, T-1)
+    log_sum_sq = dense(lss_pieces) if request.sum_sq_probs else None
+    mixed = {sign: _per_sequence(dense(mixed_pieces[sign]), mask, seq, n) for sign in (-1, 1)} if request.mix_eps else None
     sums = _per_sequence(token_logps, mask, seq, n)  # (2B,); (B,) for a chosen-only batch
     counts = batch.completion_counts()  # (2B,); (B,) for a chosen-only batch
     if not batch.has_rejected_rows:  # chosen_only: the rejected half reads as NaN, with 0 tokens

@@ -98,11 +98,14 @@ def test_extras_are_computed_in_the_same_pass(model, batch):
 
 
 def test_full_logits_tensor_is_never_built(model, batch):
-    """The lm_head only ever sees chunk-sized slices of the sequence."""
+    """The lm_head only ever sees chunk-sized slices, and only positions whose target is scored:
+    prompt and padding positions never reach it."""
     seen = []
     head = model.get_output_embeddings()
-    handle = head.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[1]))
+    handle = head.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))
     hidden, head = hidden_states(model, batch)
     chunked_logps(hidden, head, batch, chunk_size=4)
     handle.remove()
     assert max(seen) <= 4
+    scored = int(batch.completion_mask[:, 1:].sum())
+    assert sum(seen) == scored < batch.input_ids[:, 1:].numel()
