@@ -143,7 +143,8 @@ def unsharded_policy(trainer, module) -> nn.Module | None:
 
     A collective (the full weights are gathered): call it on every rank. The copy is built by the
     module's model source, so it has the policy's structure (LoRA adapters included), and then takes
-    the gathered tensors as they are (``assign``: their dtype, no second copy of the weights).
+    the gathered tensors as they are (``assign``: their dtype, not copied; the source's own freshly
+    built weights are dropped). Peak host memory on rank 0 is therefore about two full models.
     """
     state = full_state_dict(trainer)
     if not trainer.is_global_zero:
