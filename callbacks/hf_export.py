@@ -28,18 +28,16 @@ class HFExport(L.Callback):
         self.path: Path | None = None
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
-        from lit_align.sharding import full_state_dict
+        from lit_align.sharding import full_state_dict, policy_state
 
         state = full_state_dict(trainer)  # collective: gathers full weights when sharded (FSDP2, FSDP)
         directory = run_dir(trainer)  # collective too (trainer.log_dir broadcasts): before the rank check
         if not trainer.is_global_zero:
             return None
-        prefix = "policy."
-        policy_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         target = directory / self.dirname
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.policy.save_pretrained(tmp, state_dict=policy_state, safe_serialization=self.safe_serialization)
+        pl_module.policy.save_pretrained(tmp, state_dict=policy_state(state), safe_serialization=self.safe_serialization)
         if pl_module.tokenizer is not None:
             pl_module.tokenizer.save_pretrained(tmp)
         shutil.rmtree(target, ignore_errors=True)

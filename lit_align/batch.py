@@ -31,6 +31,10 @@ class PreferenceBatch:
     position_ids: Tensor | None = None  # (R, T) long; positions restart at each sequence
     block_mask: Tensor | None = None  # (R, 1, T, T) bool; True where query t may attend key s
     seq_ids: Tensor | None = None  # (R, T) long; sequence of each token: pair i chosen i, rejected B+i; -1 none
+    # Evaluation loaders only: pairs the distributed sampler repeated so that every rank runs the same
+    # number of batches (FSDP forwards are collectives). They run through the forward like any pair
+    # and weigh 0 in validation metrics. None when the batch holds no such pair.
+    is_padding: Tensor | None = None  # (B,) bool; True on a repeated pair
 
     @property
     def packed(self) -> bool:
@@ -78,6 +82,38 @@ class PreferenceBatch:
         seq = self.seq_ids[:, 1:][mask]  # (S,) sequence of each scored target
         counts = torch.zeros(2 * self.num_pairs, dtype=torch.long, device=seq.device)
         return counts.index_add(0, seq, torch.ones_like(seq))  # (2B,)
+
+    @property
+    def has_padding(self) -> bool:
+        """True when some pairs are sampler repeats (see ``is_padding``)."""
+        return self.is_padding is not None and bool(self.is_padding.any())
+
+    def select_pairs(self, keep: Tensor) -> PreferenceBatch:
+        """The batch restricted to the pairs where ``keep`` (B,) bool is True, in their order.
+
+        Padded layout: rows ``keep`` of each half. Packed layout: rows hold several sequences, so
+        every row stays; the kept sequences are renumbered (pair ``j`` of the result: chosen ``j``,
+        rejected ``B' + j``) and the dropped ones lose their scored tokens. Either way the kept pairs'
+        log-probs are those of the full batch (attention is unchanged within each sequence).
+        """
+        keep = keep.to(device=self.index.device, dtype=torch.bool)
+        per_pair = {
+            name: None if value is None else value[keep]
+            for name, value in (("index", self.index), ("scores", self.scores), ("ref_logps", self.ref_logps),
+                                ("prompt_lengths", self.prompt_lengths), ("is_padding", self.is_padding))
+        }
+        if not self.packed:
+            rows = torch.cat([keep, keep])  # (2B,) chosen half, then rejected half
+            return replace(self, input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+                           completion_mask=self.completion_mask[rows], **per_pair)
+        kept = int(keep.sum())
+        new_pair = torch.cumsum(keep.long(), 0) - 1  # (B,) position of each kept pair in the result
+        remap = torch.full((2 * self.num_pairs,), -1, dtype=torch.long, device=keep.device)  # (2B,) old -> new sequence
+        remap[: self.num_pairs][keep] = new_pair[keep]
+        remap[self.num_pairs :][keep] = kept + new_pair[keep]
+        seq_ids = torch.where(self.seq_ids >= 0, remap[self.seq_ids.clamp(min=0)], -1)  # (R, T)
+        completion_mask = self.completion_mask * (seq_ids >= 0).to(self.completion_mask.dtype)
+        return replace(self, completion_mask=completion_mask, seq_ids=seq_ids, **per_pair)
 
     def to(self, device: torch.device | str) -> PreferenceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -129,6 +165,24 @@ class SequenceLogps:
     mixed_minus: Tensor | None = None  # (2B,) sums under (1+eps) f - eps g  (stands for beta/(1+eps))
     mixed_plus: Tensor | None = None  # (2B,) sums under (1-eps) f + eps g  (stands for beta/(1-eps))
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def select_pairs(self, keep: Tensor) -> SequenceLogps:
+        """The values of the pairs where ``keep`` (B,) bool is True (see ``PreferenceBatch.select_pairs``)."""
+        if self.extras:
+            raise ValueError(f"cannot select pairs of extras of unknown layout: {sorted(self.extras)}")
+        keep = keep.to(device=self.chosen.device, dtype=torch.bool)
+        rows = torch.cat([keep, keep])  # (2B,) for the fields laid out as chosen half, then rejected half
+
+        def pick(value: Tensor | None, mask: Tensor) -> Tensor | None:
+            return None if value is None else value[mask]
+
+        return SequenceLogps(
+            chosen=self.chosen[keep], rejected=self.rejected[keep],
+            chosen_tokens=self.chosen_tokens[keep], rejected_tokens=self.rejected_tokens[keep],
+            token_logps=pick(self.token_logps, rows), token_mask=pick(self.token_mask, rows),
+            mean_log_sum_sq_probs=pick(self.mean_log_sum_sq_probs, rows),
+            mixed_minus=pick(self.mixed_minus, rows), mixed_plus=pick(self.mixed_plus, rows),
+        )
 
     @property
     def chosen_mean(self) -> Tensor:

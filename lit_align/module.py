@@ -169,8 +169,12 @@ class PreferenceModule(L.LightningModule):
         self.loss.after_optimizer_step()
         self.reference.after_optimizer_step(self, self.trainer.global_step + 1)
 
+    token_mean_metrics = frozenset({"kl/per_token"})
+    """Metrics of ``step_metrics`` that are means over completion tokens; every other one is a mean over pairs."""
+
     @torch.no_grad()
     def step_metrics(self, policy: SequenceLogps, reference: SequenceLogps | None, out: LossOutput) -> dict[str, torch.Tensor]:
+        """Detached batch means: over pairs, or over completion tokens for ``token_mean_metrics``."""
         metrics = {k: v.float().mean() for k, v in out.metrics.items()}
         metrics["logps/chosen"] = policy.chosen.detach().mean()
         if not self.loss.uses_rejected:  # the rejected rows were not forwarded (SFT alone)
@@ -185,27 +189,44 @@ class PreferenceModule(L.LightningModule):
         return metrics
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums: dict[str, torch.Tensor] = {}
-        self._val_pairs = torch.zeros((), device=self.device)
+        self._val_sums: dict[str, torch.Tensor] = {}  # metric name -> sum of batch value x batch weight
+        self._val_weights: dict[str, torch.Tensor] = {}  # metric name -> sum of batch weights (pairs or tokens)
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        # The forward covers every row, sampler repeats included: under FSDP it is a collective that
+        # every rank must run for every batch. Repeats are set aside only afterwards.
         policy, reference, out = self.forward_step(batch)
+        real_pairs = batch.num_pairs
+        if batch.has_padding:
+            keep = ~batch.is_padding
+            real_pairs = int(keep.sum())
+            if real_pairs:  # the loss again on the real pairs alone: batch-level losses (AOT sorts
+                policy = policy.select_pairs(keep)  # the batch) must not see the repeats either
+                reference = reference.select_pairs(keep) if reference is not None else None
+                out = self.loss(policy, reference, batch.select_pairs(keep))
+            # else: only repeats. The metrics are still computed, so that every rank holds the same
+            # names for the all-reduce at epoch end, but they weigh 0.
         metrics = {"loss": out.losses.mean().detach(), **self.step_metrics(policy, reference, out)}
-        for name, value in metrics.items():  # batch means, weighted back to sums over pairs
-            self._val_sums[name] = self._val_sums.get(name, 0.0) + value.float() * batch.num_pairs
-        self._val_pairs = self._val_pairs + batch.num_pairs
+        pairs = torch.tensor(float(real_pairs), device=self.device)
+        tokens = (policy.chosen_tokens + policy.rejected_tokens).sum().float() if real_pairs else torch.zeros_like(pairs)
+        for name, value in metrics.items():  # batch means, weighted back to sums over pairs (or tokens)
+            weight = tokens if name in self.token_mean_metrics else pairs
+            weighted = value.float() * weight if real_pairs else torch.zeros_like(pairs)  # 0, even for a NaN
+            self._val_sums[name] = self._val_sums.get(name, 0.0) + weighted
+            self._val_weights[name] = self._val_weights.get(name, 0.0) + weight
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
             return
         names = sorted(self._val_sums)
-        # One all-reduce of (sums, pairs): the epoch value is the pair-weighted mean over every rank's
-        # batches, not a mean of per-rank means. (DistributedSampler repeats up to world_size - 1
-        # pairs when the split does not divide evenly: that keeps batch counts equal across ranks.)
-        totals = self.trainer.strategy.reduce(
-            torch.stack([self._val_sums[n] for n in names] + [self._val_pairs.float()]), reduce_op="sum"
-        )
-        values = {f"val/{n}": totals[i] / totals[-1] for i, n in enumerate(names)}
+        # One all-reduce of every (weighted sum, weight): each epoch value is the mean over the split's
+        # pairs (over completion tokens for token_mean_metrics), not a mean of per-rank or per-batch
+        # means. Every rank runs the same number of batches (the sampler repeats up to world_size - 1
+        # pairs to even them out, and FSDP forwards are collectives), but the repeats are marked
+        # (PreferenceBatch.is_padding) and weigh 0 in validation_step, so each pair counts exactly once.
+        stacked = torch.stack([self._val_sums[n] for n in names] + [self._val_weights[n] for n in names])
+        totals = self.trainer.strategy.reduce(stacked, reduce_op="sum")
+        values = {f"val/{n}": totals[i] / totals[len(names) + i] for i, n in enumerate(names)}
         self.log_dict(values, sync_dist=False)
         self.log("val_loss", values["val/loss"], prog_bar=True, logger=False)
 

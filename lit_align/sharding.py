@@ -112,7 +112,7 @@ def full_state_dict(trainer) -> dict:
         config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
         with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
             return strategy.model.state_dict()
-    if type(strategy).__name__ == "DeepSpeedStrategy" and getattr(strategy, "zero_stage_3", False):
+    if _is_zero3(strategy):
         import deepspeed  # ZeRO-3 partitions parameters: gather them (every rank takes part)
 
         module = strategy.lightning_module
@@ -120,6 +120,38 @@ def full_state_dict(trainer) -> dict:
             state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         return retie(module, state)
     return strategy.lightning_module_state_dict()
+
+
+def _is_zero3(strategy) -> bool:
+    return type(strategy).__name__ == "DeepSpeedStrategy" and bool(getattr(strategy, "zero_stage_3", False))
+
+
+def parameters_sharded(strategy) -> bool:
+    """True when no rank holds the full weights (FSDP2, FSDP1, DeepSpeed ZeRO-3): a forward is then a collective."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, (ModelParallelStrategy, FSDPStrategy)) or _is_zero3(strategy)
+
+
+def policy_state(state: dict, prefix: str = "policy.") -> dict:
+    """The policy's entries of a PreferenceModule state dict, with the module prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def unsharded_policy(trainer, module) -> nn.Module | None:
+    """On global rank 0, a plain (unsharded) copy of the trained policy on the module's device; None elsewhere.
+
+    A collective (the full weights are gathered): call it on every rank. The copy is built by the
+    module's model source, so it has the policy's structure (LoRA adapters included), and then takes
+    the gathered tensors as they are (``assign``: their dtype, not copied; the source's own freshly
+    built weights are dropped). Peak host memory on rank 0 is therefore about two full models.
+    """
+    state = full_state_dict(trainer)
+    if not trainer.is_global_zero:
+        return None
+    model = module.model_source.load_model()
+    model.load_state_dict(policy_state(state), strict=True, assign=True)
+    return model.to(module.device)
 
 
 def retie(module: nn.Module, state: dict) -> dict:

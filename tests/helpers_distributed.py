@@ -1,4 +1,4 @@
-"""Launching ``cli.py fit`` as one or several CPU processes, and recording the global loss per step.
+"""Launching ``cli.py`` (fit, validate) as one or several CPU processes, and recording losses and metrics.
 
 Used by tests/test_distributed_strategies.py. The runs go through the real CLI and the real
 ``configs/strategy`` presets, so the tests check what users run.
@@ -42,6 +42,18 @@ class LossRecorder(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             Path(self.path).write_text(json.dumps({"losses": self.losses, "indices": self.indices}))
+
+
+class MetricsRecorder(L.Callback):
+    """Global rank 0 writes the logged epoch metrics (``trainer.callback_metrics``) to ``path`` after validation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        """JSON file written by global rank 0."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            Path(self.path).write_text(json.dumps({k: float(v) for k, v in trainer.callback_metrics.items()}))
 
 
 def write_config(run_dir: Path, data_dir: Path, batch_size: int, steps: int = 4) -> Path:
@@ -88,8 +100,14 @@ def clean_env() -> dict[str, str]:
 def fit(run_dir: Path, data_dir: Path, batch_size: int, strategy: str | None = None, devices: int = 1,
         nodes: int = 1, timeout: float = 150) -> dict:
     """Run ``cli.py fit`` (``nodes`` separate processes, each a "node" on 127.0.0.1); return the recorded losses."""
-    config = write_config(run_dir, data_dir, batch_size)
-    args = [sys.executable, str(REPO / "cli.py"), "fit", "--config", str(config)]
+    launch("fit", write_config(run_dir, data_dir, batch_size), strategy, devices, nodes, timeout)
+    return json.loads((run_dir / "losses.json").read_text())
+
+
+def launch(subcommand: str, config: Path, strategy: str | None = None, devices: int = 1, nodes: int = 1,
+           timeout: float = 150) -> None:
+    """Run ``cli.py <subcommand> --config <config>`` with a strategy preset on CPU; fail with the output's tail."""
+    args = [sys.executable, str(REPO / "cli.py"), subcommand, "--config", str(config)]
     if strategy is not None:
         args += ["--config", str(STRATEGIES / f"{strategy}.yaml")]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.num_nodes", str(nodes)]
@@ -111,7 +129,6 @@ def fit(run_dir: Path, data_dir: Path, batch_size: int, strategy: str | None = N
             raise
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-5000:]
-    return json.loads((run_dir / "losses.json").read_text())
 
 
 def exported_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -92,3 +92,62 @@ def test_leaderboard_command(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "lb" / "leaderboard.csv")))
     assert [r["run"] for r in rows] == ["crashed", "dpo", "sft"] and rows[1]["const/score"] == "0.7"
     assert (tmp_path / "lb" / "leaderboard.png").stat().st_size > 0
+
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["fsdp2", "ddp"])
+def test_post_fit_evaluation_with_two_processes_equals_one_process_on_the_export(strategy, tmp_path):
+    """Two gloo processes, 2 steps, then PostFitEvaluation with a generation task and a likelihood
+    task. Under FSDP2 the policy is sharded, so rank 0 alone cannot run it: every rank gathers the
+    weights and rank 0 evaluates a plain copy while rank 1 waits. The results must be those of one
+    process evaluating the exported (gathered) weights: the same greedy answers token for token, the
+    same answer log-likelihood (float64 sums of float32 log-probs; measured difference 0, compared
+    at 1e-9 relative for other thread counts). The likelihood tells trained from starting weights
+    (greedy answers of the tiny model often do not), so the check cannot pass on stale weights."""
+    import yaml
+
+    from evals.base import read_jsonl
+    from evals.verifier import VerifierTask
+    from lit_align.models import TinyModel
+    from lit_align.synthetic import write_task
+    from tests.evals_support.likelihood_task import AnswerLogLikelihood
+    from tests.helpers_distributed import launch, write_config
+
+    data = tmp_path / "data"
+    write_task(data, train=16, val=1, test=4)
+    verifier = {"data_path": str(data / "test.jsonl"), "name": "sort", "max_new_tokens": 8, "batch_size": 4}
+    likelihood = {"data_path": str(data / "test.jsonl"), "name": "likelihood"}
+    config_path = write_config(tmp_path / "fit", data, batch_size=2, steps=2)
+    config = yaml.safe_load(config_path.read_text())
+    config["trainer"]["callbacks"].append({
+        "class_path": "callbacks.post_fit_eval.PostFitEvaluation",
+        "init_args": {"output_dir": str(tmp_path / "eval"), "tasks": [
+            {"class_path": "evals.verifier.VerifierTask", "init_args": verifier},
+            {"class_path": "tests.evals_support.likelihood_task.AnswerLogLikelihood", "init_args": likelihood},
+        ]},
+    })
+    config_path.write_text(yaml.safe_dump(config))
+    launch("fit", config_path, strategy=strategy, devices=2)
+
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["complete"] and results["run"]["source"] == "post_fit" and results["run"]["global_step"] == 2
+
+    from transformers import AutoModelForCausalLM
+
+    source = TinyModel(hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=128)  # write_config's model
+    tokenizer = source.load_tokenizer()
+
+    def evaluate(model, name: str) -> dict:
+        return run_suite(model, tokenizer, [VerifierTask(**verifier), AnswerLogLikelihood(**likelihood)], tmp_path / name)["metrics"]
+
+    single = evaluate(AutoModelForCausalLM.from_pretrained(tmp_path / "fit" / "run" / "hf"), "single")
+    metrics = results["metrics"]
+    assert metrics["sort/n"] == metrics["likelihood/n"] == 4
+    assert {k: v for k, v in metrics.items() if k.startswith("sort/")} == {k: v for k, v in single.items() if k.startswith("sort/")}
+    assert metrics["likelihood/logp_sum"] == pytest.approx(single["likelihood/logp_sum"], rel=1e-9, abs=0)
+    answers = [row for _, row in read_jsonl(tmp_path / "eval" / "sort" / "answers.jsonl")]
+    assert answers == [row for _, row in read_jsonl(tmp_path / "single" / "sort" / "answers.jsonl")]
+    start = evaluate(source.load_model(), "start")
+    assert abs(start["likelihood/logp_sum"] - single["likelihood/logp_sum"]) > 1e-3

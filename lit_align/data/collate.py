@@ -8,6 +8,12 @@ from lit_align.batch import PreferenceBatch
 from lit_align.data.tokenize import TokenizedPair
 
 
+def padding_flags(pairs: list[TokenizedPair]) -> torch.Tensor | None:
+    """``PreferenceBatch.is_padding`` (B,) bool, or None when no pair is a sampler repeat."""
+    flags = [p.padding for p in pairs]
+    return torch.tensor(flags, dtype=torch.bool) if any(flags) else None
+
+
 class PairCollator:
     """Right-pads ``prompt + completion`` rows to a common length (a multiple of ``pad_to_multiple_of``)."""
 
@@ -38,4 +44,5 @@ class PairCollator:
             scores=scores,
             ref_logps=ref,
             prompt_lengths=torch.tensor(prompt_lens[: len(pairs)], dtype=torch.long),
+            is_padding=padding_flags(pairs),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from typing import Literal
 
 import lightning as L
@@ -16,14 +17,36 @@ from lit_align.data.tokenize import TokenizedPair, tokenize_pair
 
 
 class PairDataset(Dataset):
+    """Tokenised pairs by position; a key ``(i, True)`` (from ``MarkedPaddingSampler``) returns pair i marked as padding."""
+
     def __init__(self, pairs: list[TokenizedPair]) -> None:
         self.pairs = pairs
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, i: int) -> TokenizedPair:
-        return self.pairs[i]
+    def __getitem__(self, key: int | tuple[int, bool]) -> TokenizedPair:
+        i, padding = key if isinstance(key, tuple) else (key, False)
+        return replace(self.pairs[i], padding=True) if padding else self.pairs[i]
+
+
+class MarkedPaddingSampler(DistributedSampler):
+    """``DistributedSampler(drop_last=False)`` whose repeated samples are marked: yields ``(index, is_padding)``.
+
+    To give every rank the same number of samples, DistributedSampler appends repeats of the first
+    indices to a list of ``len(dataset)`` and deals it out round-robin: this rank's k-th sample is
+    entry ``rank + k * num_replicas``, a repeat exactly when that entry is past ``len(dataset)``.
+    Evaluation loaders use it so that every rank still runs the same batches (collectives stay
+    matched) while metrics count each pair once.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        for k, index in enumerate(super().__iter__()):
+            yield index, self.rank + k * self.num_replicas >= n
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -32,7 +55,8 @@ class PreferenceDataModule(L.LightningDataModule):
     The tokenizer comes from the attached ``PreferenceModule`` (so the two always agree) unless a
     path is given. Loading uses ``StatefulDataLoader`` with an explicit ``DistributedSampler``, so a
     mid-epoch checkpoint resumes on exactly the next batch (run the Trainer with
-    ``use_distributed_sampler=False``, as ``cli.py`` does).
+    ``use_distributed_sampler=False``, as ``cli.py`` does). Validation / test loaders mark the pairs
+    the sampler repeats to even out ranks (``MarkedPaddingSampler``), so metrics count each pair once.
     """
 
     def __init__(
@@ -166,11 +190,14 @@ class PreferenceDataModule(L.LightningDataModule):
             details = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("rows", "pairs"))
             print(f"[data] {name}: {counts['pairs']} pairs from {counts['rows']} rows" + (f" ({details})" if details else ""))
 
-    def _loader(self, dataset: PairDataset, batch_size: int, shuffle: bool):
+    def _loader(self, dataset: PairDataset, batch_size: int, shuffle: bool, mark_padding: bool = False):
         from torchdata.stateful_dataloader import StatefulDataLoader
 
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=False)
+        if mark_padding:  # evaluation: repeats run but weigh 0 in metrics (PreferenceBatch.is_padding)
+            sampler = MarkedPaddingSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        else:  # training: repeats are ordinary samples, as with any DistributedSampler
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=False)
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
@@ -183,7 +210,7 @@ class PreferenceDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False) if self.val_set else []
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False, mark_padding=True) if self.val_set else []
 
     def test_dataloader(self):
         return self.val_dataloader()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lit_align.batch import PreferenceBatch
-from lit_align.data.collate import PairCollator
+from lit_align.data.collate import PairCollator, padding_flags
 from lit_align.data.tokenize import TokenizedPair
 
 TRUNK = 0  # prompt tokens every branch of the segment sees
@@ -107,7 +107,7 @@ def segments_to_batch(rows: list[list[Segment]], pairs: list[TokenizedPair], pad
         input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
         index=torch.tensor([p.index for p in pairs], dtype=torch.long), scores=scores, ref_logps=ref,
         prompt_lengths=torch.tensor([len(p.prompt_ids) for p in pairs], dtype=torch.long),
-        position_ids=position_ids, block_mask=block[:, None], seq_ids=seq_ids,
+        position_ids=position_ids, block_mask=block[:, None], seq_ids=seq_ids, is_padding=padding_flags(pairs),
     )
 
 

@@ -26,6 +26,7 @@ class TokenizedPair:
     index: int  # position in the dataset (stable across runs for the same data)
     scores: tuple[float, float] | None = None
     ref_logps: tuple[float, float] | None = None
+    padding: bool = False  # a repeat an evaluation sampler added to even out ranks (weighs 0 in metrics)
 
 
 def _completion(tokenizer, text: str) -> list[int]:
