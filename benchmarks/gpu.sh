@@ -45,7 +45,7 @@ EOF
 timeout --signal=TERM 585 "$PYTHON" -m benchmarks.trl_vs_lit \
   --preset "$PRESET" --seq-len 1024 2048 \
   --configs live cached live+prompt-sharing cached+packing+prompt-sharing \
-  --bf16 --chunk-size 128 --attn sdpa \
+  --bf16 --attn sdpa \
   --steps 15 --warmup 3 --rounds 3 --time-budget 510 \
   --lr 1e-5 --peak-tflops 989 \
   --workdir "/tmp/lit_align_bench_$PRESET" --out "$OUTDIR/gpu_$PRESET.md" ${EXTRA:-} 2>&1 | tee -a "$LOG"

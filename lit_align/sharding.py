@@ -9,11 +9,14 @@ only without grad otherwise stays unsharded).
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import timedelta
+from typing import Callable, Literal, TypeVar
 
 from torch import nn
 
 from lit_align.logprobs import unwrap_causal_lm
+
+T = TypeVar("T")
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -152,6 +155,30 @@ def unsharded_policy(trainer, module) -> nn.Module | None:
     model = module.model_source.load_model()
     model.load_state_dict(policy_state(state), strict=True, assign=True)
     return model.to(module.device)
+
+
+def run_on_rank_zero(trainer, module, fn: Callable[[nn.Module], T], wait_timeout_s: float = 24 * 3600) -> T | None:
+    """``fn(policy)`` on global rank 0 with a policy it can run alone; None on the other ranks.
+
+    One process: the module's own policy. Several: sharded weights (FSDP2, FSDP1, ZeRO-3) make a
+    forward a collective that rank 0 cannot run alone, so every rank first gathers the full weights
+    (``unsharded_policy``) and rank 0 runs ``fn`` on a plain copy; replicated weights (DDP) are used
+    as they are. The other ranks then wait at a barrier of a gloo group of their own, whose timeout
+    (``wait_timeout_s``) can outlast the default 30 minutes an evaluation suite may need, so no
+    process tears the process group down under rank 0. Call it on every rank.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn(module.policy)
+    # a collective on every rank when sharded; the copy exists on rank 0 only
+    policy = unsharded_policy(trainer, module) if parameters_sharded(trainer.strategy) else module.policy
+    waiting = dist.new_group(backend="gloo", timeout=timedelta(seconds=wait_timeout_s))
+    try:
+        return fn(policy) if trainer.is_global_zero else None
+    finally:  # rank 0 arrives here even when fn fails, so the others never wait out the timeout
+        dist.barrier(group=waiting)
+        dist.destroy_process_group(waiting)
 
 
 def retie(module: nn.Module, state: dict) -> dict:

@@ -9,6 +9,7 @@ import torch
 
 from evals.base import EvalTask
 from lit_align.models import PretrainedModel
+from lit_align.sharding import run_on_rank_zero
 
 
 def is_hf_dir(path: str | None) -> bool:
@@ -69,14 +70,16 @@ class AlignTrainer(L.Trainer):
             model.on_load_checkpoint(checkpoint)
         elif model.policy is None:
             model.configure_model()
-        if not self.is_global_zero:
-            return {}
         out = Path(output_dir) if output_dir else Path(self.log_dir or self.default_root_dir) / "eval"
-        model.policy.to(self.strategy.root_device)
         run_info = {"ckpt_path": ckpt_path, "model": type(model.model_source).__name__}
-        results = run_suite(model.policy, model.tokenizer, list(tasks or []), out, metrics, run_info)
-        print_results(results, out)
-        return results
+
+        def suite(policy: torch.nn.Module) -> dict:
+            results = run_suite(policy.to(self.strategy.root_device), model.tokenizer, list(tasks or []), out, metrics, run_info)
+            print_results(results, out)
+            return results
+
+        # after a multi-process validate the policy may be sharded: gather it, rank 0 evaluates
+        return run_on_rank_zero(self, model, suite) or {}
 
 
 def print_results(results: dict, out: Path) -> None:

@@ -151,3 +151,40 @@ def test_post_fit_evaluation_with_two_processes_equals_one_process_on_the_export
     assert answers == [row for _, row in read_jsonl(tmp_path / "single" / "sort" / "answers.jsonl")]
     start = evaluate(source.load_model(), "start")
     assert abs(start["likelihood/logp_sum"] - single["likelihood/logp_sum"]) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_cli_evaluate_with_two_fsdp2_processes_equals_one_process(tmp_path):
+    """``cli.py evaluate`` of an FSDP2 run's distributed checkpoint on two processes: validation shards
+    the policy, so the suite that follows must gather it (rank 0 alone cannot run a sharded forward)
+    instead of hanging. The held-out metrics (7 val pairs: one rank gets a repeat) and the task
+    results equal one process evaluating the run's HF export (same policy; the frozen reference is
+    rebuilt from the same source on both sides)."""
+    import yaml
+
+    from lit_align.synthetic import write_task
+    from tests.helpers_distributed import launch, write_config
+
+    data = tmp_path / "data"
+    write_task(data, train=16, val=7, test=4)
+    fit_config = write_config(tmp_path / "fit", data, batch_size=2, steps=2)
+    launch("fit", fit_config, strategy="fsdp2", devices=2)
+    config = yaml.safe_load(fit_config.read_text())
+    config["trainer"].update(callbacks=[], logger=False, limit_val_batches=1.0)  # write_config's fit skips validation
+    config["data"]["init_args"]["val_path"] = str(data / "val.jsonl")
+    config["tasks"] = [{"class_path": "tests.evals_support.likelihood_task.AnswerLogLikelihood",
+                        "init_args": {"data_path": str(data / "test.jsonl"), "name": "likelihood"}}]
+    run = tmp_path / "fit" / "run"
+    results = {}
+    for name, strategy, devices, ckpt in (("single", None, 1, run / "hf"), ("fsdp2", "fsdp2", 2, run / "checkpoints" / "last.ckpt")):
+        config.update(output_dir=str(tmp_path / name), ckpt_path=str(ckpt))
+        path = tmp_path / f"evaluate_{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        launch("evaluate", path, strategy=strategy, devices=devices)
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert (run / "checkpoints" / "last.ckpt").is_dir() and results["fsdp2"]["complete"]  # a DCP checkpoint
+    single, sharded = results["single"]["metrics"], results["fsdp2"]["metrics"]
+    assert set(single) == set(sharded) and "val/loss" in single and single["likelihood/n"] == 4
+    for key, value in single.items():
+        assert sharded[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
