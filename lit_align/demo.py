@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sft-steps", type=int, default=None, help="override configs/demo/sft.yaml max_steps")
     parser.add_argument("--dpo-steps", type=int, default=None, help="override configs/demo/dpo.yaml max_steps")
     parser.add_argument("--dpo-prompts", type=int, default=1500, help="train prompts the SFT model answers for DPO pairs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and of both fits")
     args = parser.parse_args(argv)
 
     import cli
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = write_task(out / "data", train=4000, val=200, test=500)
     configs = REPO / "configs" / "demo"
     common = [f"--data.init_args.train_path={data['train']}", f"--data.init_args.val_path={data['val']}",
-              f"--trainer.logger.init_args.save_dir={out}"]
-    sft = ["fit", "--config", str(configs / "sft.yaml"), *common]
+              f"--trainer.logger.init_args.save_dir={out}", f"--seed_everything={args.seed}"]
+    sft = ["fit", "--config", str(configs / "sft.yaml"), *common, f"--model.model.init_args.seed={args.seed}"]
     sft += [f"--trainer.max_steps={args.sft_steps}"] if args.sft_steps else []
     run(cli.main, *sft)
     pairs = own_mistake_pairs(out / "sft" / "hf", data["train"], out / "data" / "dpo_train.jsonl", args.dpo_prompts)
