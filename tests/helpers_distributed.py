@@ -78,8 +78,12 @@ def write_config(run_dir: Path, data_dir: Path, batch_size: int, steps: int = 4)
                            "init_args": {"path": str(run_dir / "losses.json")}}],
         },
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.in.yaml"
+    return save_config(config, run_dir / "config.in.yaml")
+
+
+def save_config(config: dict, path: Path) -> Path:
+    """Write ``config`` as YAML at ``path`` (folders made) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
 

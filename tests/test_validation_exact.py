@@ -27,7 +27,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from lit_align.batch import LogpsRequest
 from lit_align.data import PreferenceDataModule
@@ -38,6 +37,7 @@ from lit_align.data.tokenize import TokenizedPair
 from lit_align.logprobs import sequence_logps
 from lit_align.models import TinyModel
 from tests.conftest import quiet_trainer
+from tests.helpers_distributed import save_config
 
 BETA = 0.5
 SHAPE = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 128}
@@ -226,10 +226,7 @@ def validate_config(run_dir: Path, data_dir: Path, eval_batch_size: int) -> Path
                            "init_args": {"path": str(run_dir / "metrics.json")}}],
         },
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "validate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return save_config(config, run_dir / "validate.yaml")
 
 
 @pytest.mark.slow
