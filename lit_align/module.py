@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import chunked_logps, hidden_states, sequence_logps, unwrap_causal_lm
+from lit_align.logprobs import chunked_logps, hidden_states, is_fsdp2, sequence_logps, unwrap_causal_lm
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import ModelSource, resolve_dtype
 from lit_align.optim import build_optimizer
@@ -100,22 +100,25 @@ class PreferenceModule(L.LightningModule):
 
     # --- building -------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.policy is not None:  # idempotent: Lightning may call it more than once
-            return
+        # Idempotent: Lightning may call it more than once, and `cli.py evaluate` calls it before the
+        # trainer is attached (to load weights into the unsharded module first). Each step runs once.
         if self.model_source is None:
             raise ValueError("no policy model: set model (e.g. --model.model.class_path lit_align.models.PretrainedModel)")
-        self.policy = self.model_source.load_model()
-        self.policy.train()  # from_pretrained returns eval mode, and checkpointing only acts in train mode
-        if self.activation_checkpointing:
-            unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
-        if self.compile:  # module.compile() keeps state_dict keys (torch.compile(module) would prefix them)
-            from lit_align.sharding import decoder_layers
+        if self.policy is None:
+            self.policy = self.model_source.load_model()
+            self.policy.train()  # from_pretrained returns eval mode, and checkpointing only acts in train mode
+            if self.activation_checkpointing:
+                unwrap_causal_lm(self.policy).activation_checkpointing_enable({"use_reentrant": False})
+            if self.compile:  # module.compile() keeps state_dict keys (torch.compile(module) would prefix them)
+                from lit_align.sharding import decoder_layers
 
-            for layer in decoder_layers(unwrap_causal_lm(self.policy)):
-                layer.compile(dynamic=True)
-        self.reference.configure(self)  # before sharding: a reference copies the unsharded policy
-        if self._device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
-            from lit_align.sharding import shard_fsdp2
+                for layer in decoder_layers(unwrap_causal_lm(self.policy)):
+                    layer.compile(dynamic=True)
+        # Before sharding (a reference copies the unsharded policy); again on a later call, since a
+        # cached reference can fill its tables only once a trainer and its data are attached.
+        self.reference.configure(self)
+        if self._device_mesh is not None and not is_fsdp2(unwrap_causal_lm(self.policy)):
+            from lit_align.sharding import shard_fsdp2  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
 
             shard_fsdp2(self, self._device_mesh["data_parallel"])
 

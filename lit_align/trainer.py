@@ -51,7 +51,17 @@ class AlignTrainer(L.Trainer):
         from evals import run_suite
 
         lightning_ckpt = None if is_hf_dir(ckpt_path) else ckpt_path
-        if is_hf_dir(ckpt_path):
+        if lightning_ckpt and Path(lightning_ckpt).is_file():
+            # A single-file checkpoint is loaded here, into the unsharded module, so any strategy can
+            # evaluate it: ModelParallelStrategy would load it itself, strictly and before any hook,
+            # demanding the frozen reference's weights that such files leave out. (A sharded DCP
+            # checkpoint folder has them and goes through the strategy.)
+            model.configure_model()
+            checkpoint = torch.load(lightning_ckpt, map_location="cpu", weights_only=bool(weights_only))
+            model.load_state_dict(checkpoint["state_dict"])
+            model.on_load_checkpoint(checkpoint)
+            lightning_ckpt = None
+        elif is_hf_dir(ckpt_path):
             if model.model_source is None:  # no fit config: the HF directory is the whole model
                 model.model_source = PretrainedModel(ckpt_path)
                 model.tokenizer = model.model_source.load_tokenizer()
@@ -63,11 +73,6 @@ class AlignTrainer(L.Trainer):
         if datamodule is not None:
             results = self.validate(model, datamodule=datamodule, ckpt_path=lightning_ckpt, weights_only=weights_only)
             metrics.update({k: float(v) for k, v in results[0].items()})
-        elif lightning_ckpt:
-            model.configure_model()
-            checkpoint = torch.load(lightning_ckpt, map_location="cpu", weights_only=bool(weights_only))
-            model.load_state_dict(checkpoint["state_dict"])
-            model.on_load_checkpoint(checkpoint)
         elif model.policy is None:
             model.configure_model()
         out = Path(output_dir) if output_dir else Path(self.log_dir or self.default_root_dir) / "eval"

@@ -153,38 +153,50 @@ def test_post_fit_evaluation_with_two_processes_equals_one_process_on_the_export
     assert abs(start["likelihood/logp_sum"] - single["likelihood/logp_sum"]) > 1e-3
 
 
+def evaluate_with(tmp_path: Path, fit_config: Path, data: Path, name: str, ckpt: Path, strategy: str | None,
+                  devices: int) -> dict:
+    """``cli.py evaluate`` of ``ckpt`` with the fit's config, its val pairs and a likelihood task; the results."""
+    import yaml
+
+    from tests.helpers_distributed import launch, save_config
+
+    config = yaml.safe_load(fit_config.read_text())
+    # write_config's fit skips validation; no logger, so the config is saved under default_root_dir
+    config["trainer"].update(callbacks=[], logger=False, limit_val_batches=1.0, default_root_dir=str(tmp_path / name))
+    config["data"]["init_args"]["val_path"] = str(data / "val.jsonl")
+    config["tasks"] = [{"class_path": "tests.evals_support.likelihood_task.AnswerLogLikelihood",
+                        "init_args": {"data_path": str(data / "test.jsonl"), "name": "likelihood"}}]
+    config.update(output_dir=str(tmp_path / name), ckpt_path=str(ckpt))
+    launch("evaluate", save_config(config, tmp_path / f"evaluate_{name}.yaml"), strategy=strategy, devices=devices)
+    return json.loads((tmp_path / name / "results.json").read_text())
+
+
+def assert_same_metrics(single: dict, sharded: dict) -> None:
+    assert sharded["complete"] and set(single["metrics"]) == set(sharded["metrics"])
+    assert "val/loss" in single["metrics"] and single["metrics"]["likelihood/n"] == 4
+    for key, value in single["metrics"].items():
+        assert sharded["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_cli_evaluate_with_two_fsdp2_processes_equals_one_process(tmp_path):
-    """``cli.py evaluate`` of an FSDP2 run's distributed checkpoint on two processes: validation shards
-    the policy, so the suite that follows must gather it (rank 0 alone cannot run a sharded forward)
-    instead of hanging. The held-out metrics (7 val pairs: one rank gets a repeat) and the task
-    results equal one process evaluating the run's HF export (same policy; the frozen reference is
-    rebuilt from the same source on both sides)."""
-    import yaml
-
+    """``cli.py evaluate`` on two FSDP2 processes, of an FSDP2 run's DCP checkpoint and of a one-process
+    run's single-file checkpoint: validation shards the policy, so the suite that follows must gather it
+    (rank 0 alone cannot run a sharded forward) instead of hanging, and a single-file checkpoint, which
+    leaves the frozen reference out, must still load. The held-out metrics (7 val pairs: one rank gets a
+    repeat) and the task results equal one process evaluating the same run's HF export (same policy;
+    the frozen reference is rebuilt from the same source on both sides)."""
     from lit_align.synthetic import write_task
     from tests.helpers_distributed import launch, write_config
 
     data = tmp_path / "data"
     write_task(data, train=16, val=7, test=4)
-    fit_config = write_config(tmp_path / "fit", data, batch_size=2, steps=2)
-    launch("fit", fit_config, strategy="fsdp2", devices=2)
-    config = yaml.safe_load(fit_config.read_text())
-    config["trainer"].update(callbacks=[], logger=False, limit_val_batches=1.0)  # write_config's fit skips validation
-    config["data"]["init_args"]["val_path"] = str(data / "val.jsonl")
-    config["tasks"] = [{"class_path": "tests.evals_support.likelihood_task.AnswerLogLikelihood",
-                        "init_args": {"data_path": str(data / "test.jsonl"), "name": "likelihood"}}]
-    run = tmp_path / "fit" / "run"
-    results = {}
-    for name, strategy, devices, ckpt in (("single", None, 1, run / "hf"), ("fsdp2", "fsdp2", 2, run / "checkpoints" / "last.ckpt")):
-        config.update(output_dir=str(tmp_path / name), ckpt_path=str(ckpt))
-        path = tmp_path / f"evaluate_{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        launch("evaluate", path, strategy=strategy, devices=devices)
-        results[name] = json.loads((tmp_path / name / "results.json").read_text())
-    assert (run / "checkpoints" / "last.ckpt").is_dir() and results["fsdp2"]["complete"]  # a DCP checkpoint
-    single, sharded = results["single"]["metrics"], results["fsdp2"]["metrics"]
-    assert set(single) == set(sharded) and "val/loss" in single and single["likelihood/n"] == 4
-    for key, value in single.items():
-        assert sharded[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+    for fit, strategy, devices in (("fit_fsdp2", "fsdp2", 2), ("fit_one", None, 1)):
+        fit_config = write_config(tmp_path / fit, data, batch_size=2, steps=2)
+        launch("fit", fit_config, strategy=strategy, devices=devices)
+        run = tmp_path / fit / "run"
+        assert (run / "checkpoints" / "last.ckpt").is_dir() == (strategy == "fsdp2")  # DCP folder, else one file
+        single = evaluate_with(tmp_path, fit_config, data, f"{fit}-single", run / "hf", None, 1)
+        sharded = evaluate_with(tmp_path, fit_config, data, f"{fit}-fsdp2", run / "checkpoints" / "last.ckpt", "fsdp2", 2)
+        assert_same_metrics(single, sharded)

@@ -122,6 +122,18 @@ def test_cli_fit_then_evaluate_reproduces_the_last_validation(tmp_path, sort_tas
         for key in ("val/loss", "val/rewards/margins", "val/rewards/accuracies", "val/logps/chosen"):
             assert results["metrics"][key] == pytest.approx(float(last_val[key]), abs=1e-5), (ckpt.name, key)
 
+    # A cached reference filled at evaluation time scores with the starting weights (the same numbers
+    # as the frozen reference the fit validated with), not with the tuned policy it is attached to;
+    # from a file checkpoint and from the export, with a fresh cache each time.
+    for ckpt in (run / "checkpoints" / "last.ckpt", run / "hf"):
+        out = tmp_path / f"eval-cached-{ckpt.name}"
+        cli.main(["evaluate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt), "--output_dir", str(out),
+                  "--model.reference", "lit_align.reference.CachedReference",
+                  "--model.reference.init_args.cache_dir", str(tmp_path / f"cache-{ckpt.name}")])
+        results = json.loads((out / "results.json").read_text())
+        for key in ("val/loss", "val/rewards/margins", "val/rewards/accuracies"):
+            assert results["metrics"][key] == pytest.approx(float(last_val[key]), abs=1e-5), (ckpt.name, key)
+
     # no fit config at all: LightningCLI rebuilds the module (loss, reference, model source) from the
     # checkpoint's hyper-parameters, and a task list runs on it
     tasks = tmp_path / "tasks.yaml"

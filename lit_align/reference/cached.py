@@ -107,8 +107,16 @@ class CachedReference(ReferenceStrategy):
         """Batches served from the cache."""
 
     # --- building ---------------------------------------------------------------------------------
+    def starting_point(self, module) -> ModelSource:
+        """The reference's source: ``source``, else the policy's own, loaded afresh.
+
+        Not a copy of the policy as it is now: when ``cli.py evaluate`` fills a cache the policy
+        already holds tuned weights, and a copy of them would be cached as the reference.
+        """
+        return self.source if self.source is not None else module.model_source
+
     def key(self, module, pairs) -> str:
-        source = self.source if self.source is not None else module.model_source
+        source = self.starting_point(module)
         return _sha({
             "version": CACHE_VERSION, "reference": source.identity(), "dtype": self.dtype,
             "tokenizer": tokenizer_fingerprint(module.tokenizer), "data": data_fingerprint(pairs),
@@ -128,7 +136,7 @@ class CachedReference(ReferenceStrategy):
             pairs = list(dataset.pairs) if hasattr(dataset, "pairs") else [dataset[i] for i in range(len(dataset))]
             path = Path(self.cache_dir) / f"{self.key(module, pairs)}.{split}.pt"
             if not path.exists() and trainer.global_rank == 0:
-                model = model if model is not None else build_reference_model(module, self.source, self.dtype)
+                model = model if model is not None else build_reference_model(module, self.starting_point(module), self.dtype)
                 self._write(path, self._compute(module, model, pairs, datamodule))
                 self.status[split] = "computed"
             trainer.strategy.barrier("reference_cache")
@@ -136,7 +144,7 @@ class CachedReference(ReferenceStrategy):
                 self.tables[split] = torch.load(path, weights_only=True)["logps"]
                 self.status.setdefault(split, "loaded")
             else:  # rank > 0 on a filesystem not shared with rank 0
-                model = model if model is not None else build_reference_model(module, self.source, self.dtype)
+                model = model if model is not None else build_reference_model(module, self.starting_point(module), self.dtype)
                 self.tables[split] = self._compute(module, model, pairs, datamodule)
                 self.status[split] = "computed"
             print(f"[reference] {split}: {len(pairs)} pairs {self.status[split]} ({path})")
