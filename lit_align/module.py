@@ -136,10 +136,18 @@ class PreferenceModule(L.LightningModule):
         return clone.to(resolve_dtype(dtype)) if dtype else clone
 
     def configure_optimizers(self):
-        return build_optimizer(
+        config = build_optimizer(
             self.policy, self.trainer.estimated_stepping_batches, self.lr, self.weight_decay, self.betas,
             self.warmup_steps, self.schedule, self.min_lr_ratio,
         )
+        # The post-hook runs only when the optimizer really stepped: fp16's GradScaler skips the step
+        # on non-finite gradients, and then no reference or loss state may move (optimizer_step).
+        self._applied_steps = 0
+        config["optimizer"].register_step_post_hook(self._count_applied_step)
+        return config
+
+    def _count_applied_step(self, optimizer, args, kwargs) -> None:
+        self._applied_steps += 1
 
     # --- one step -------------------------------------------------------------------------------
     def forward_step(self, batch: PreferenceBatch) -> tuple[SequenceLogps, SequenceLogps | None, LossOutput]:
@@ -166,11 +174,16 @@ class PreferenceModule(L.LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
+        before = getattr(self, "_applied_steps", None)
         super().optimizer_step(*args, **kwargs)
+        # A skipped step (fp16 overflow) leaves the policy as it was: TR-DPO's update and epsilon-DPO's
+        # baseline must not fire on it. (None: optimizers built elsewhere, assumed applied.)
+        applied = before is None or self._applied_steps > before
         # Here, not in on_train_batch_end: Lightning runs callbacks' batch-end hooks (ModelCheckpoint)
         # before the module's, so a later update would be checkpointed one step behind.
-        self.loss.after_optimizer_step()
-        self.reference.after_optimizer_step(self, self.trainer.global_step + 1)
+        self.loss.after_optimizer_step(applied)
+        if applied:
+            self.reference.after_optimizer_step(self, self.trainer.global_step + 1)
 
     token_mean_metrics = frozenset({"kl/per_token"})
     """Metrics of ``step_metrics`` that are means over completion tokens; every other one is a mean over pairs."""

@@ -104,8 +104,12 @@ class PreferenceLoss(nn.Module):
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
-    def after_optimizer_step(self) -> None:
-        """Hook for losses with state updated once per optimizer step (epsilon-DPO's beta)."""
+    def after_optimizer_step(self, applied: bool = True) -> None:
+        """Hook for losses with state updated once per optimizer step (epsilon-DPO's beta).
+
+        ``applied`` is False when the step was skipped (fp16 GradScaler, non-finite gradients): the
+        policy did not move, so the state must not either; what the step's batches added is dropped.
+        """
 
     def describe(self) -> str:
         return type(self).__name__
@@ -139,8 +143,8 @@ class LossWrapper(PreferenceLoss):
     def reference_logps_request(self) -> LogpsRequest:
         return self.loss.reference_logps_request
 
-    def after_optimizer_step(self) -> None:
-        self.loss.after_optimizer_step()
+    def after_optimizer_step(self, applied: bool = True) -> None:
+        self.loss.after_optimizer_step(applied)
 
     def describe(self) -> str:
         return f"{type(self).__name__}({self.loss.describe()})"

@@ -47,7 +47,10 @@ class BCOPair(Float64State, PairwiseLoss):
         return LossOutput(losses, metrics)
 
     @torch.no_grad()
-    def after_optimizer_step(self) -> None:
+    def after_optimizer_step(self, applied: bool = True) -> None:
+        if not applied:  # a skipped step (see PreferenceLoss.after_optimizer_step): drop its window
+            self._window = None
+            return
         local = torch.zeros(2, dtype=torch.float64, device=self.running_mean.device)
         if self._window is not None:
             local = self._window.to(local.device)

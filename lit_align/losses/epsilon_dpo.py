@@ -74,8 +74,15 @@ class EpsilonDPO(Float64State):
         return LossOutput(losses, metrics)
 
     @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        """``beta <- beta / (1 + eps * mean(s))`` over the accumulation window and all ranks, then reset."""
+    def after_optimizer_step(self, applied: bool = True) -> None:
+        """``beta <- beta / (1 + eps * mean(s))`` over the accumulation window and all ranks, then reset.
+
+        A skipped step skips the update on every rank alike (the scaler's overflow check sees the
+        all-reduced gradients), so the collective is skipped with it.
+        """
+        if not applied:
+            self._step_sum = self._step_count = None
+            return
         local = torch.zeros(2, dtype=torch.float64, device=self.baseline_beta.device)
         if self._step_count is not None:
             local = torch.stack([self._step_sum, self._step_count]).to(local.device)

@@ -77,9 +77,9 @@ class WeightedLoss(PreferenceLoss):
                     metrics[key] = value
         return LossOutput(total, metrics)
 
-    def after_optimizer_step(self) -> None:
+    def after_optimizer_step(self, applied: bool = True) -> None:
         for term in self.terms:
-            term.after_optimizer_step()
+            term.after_optimizer_step(applied)
 
     def describe(self) -> str:
         return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
