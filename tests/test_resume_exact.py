@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers_reference import assert_same_run, run_with_resume, tiny_source
-from lit_align.losses import DPO, SFT
+from lit_align.losses import DPO, SFT, EpsilonDPO
 from lit_align.reference import (
     CachedReference,
     DatasetColumnReference,
@@ -25,7 +25,7 @@ from lit_align.reference import (
     UnconditionalReference,
 )
 
-CASES = {  # name: (reference factory given tmp_path, loss class, accumulate_grad_batches)
+CASES = {  # name: (reference factory given tmp_path, loss factory, accumulate_grad_batches)
     "none": (lambda tmp: NoReference(), SFT, 1),
     "frozen": (lambda tmp: FrozenReference(), DPO, 1),
     "ema": (lambda tmp: EMAReference(alpha=0.3, tau=1), DPO, 1),
@@ -35,6 +35,9 @@ CASES = {  # name: (reference factory given tmp_path, loss class, accumulate_gra
     "dataset_columns": (lambda tmp: DatasetColumnReference(), DPO, 1),
     "unconditional": (lambda tmp: UnconditionalReference(), DPO, 1),
     "mrpo": (lambda tmp: MRPOReference(source=tiny_source(seed=1)), DPO, 1),
+    # epsilon-DPO: the baseline beta (a loss buffer) and the per-step window must resume exactly too
+    "epsilon_dpo": (lambda tmp: FrozenReference(), lambda: EpsilonDPO(beta=0.1, eps=0.5), 1),
+    "epsilon_dpo_trdpo_accumulate": (lambda tmp: MovingReference(alpha=0.5, tau=2), lambda: EpsilonDPO(beta=0.1, eps=0.5), 2),
     "multi_adaptive": (lambda tmp: MultiReference(sources=[None, tiny_source(seed=2)], adaptive=True), DPO, 1),
 }
 
@@ -47,5 +50,7 @@ def test_resume_is_bit_identical(tmp_path, name):
     assert_same_run(full, t_full, resumed, t_res)
     if name in ("ema", "sync", "trdpo_accumulate"):
         assert resumed.reference.updates == full.reference.updates > 0
+    if name.startswith("epsilon_dpo"):  # the baseline moved, so its resume is really tested
+        assert float(resumed.loss.baseline_beta) == float(full.loss.baseline_beta) != 0.1
     if name == "cached":  # the resumed run found the cache of the first: no reference forward at all
         assert full.reference.forwards > 0 and resumed.reference.forwards == 0
