@@ -221,3 +221,8 @@ def test_alpha_divergence_limits():
     near = L.AlphaDivergence(1 - 1e-6)(r)
     assert float(near[0] - near[1]) == pytest.approx(1.5, abs=1e-5)
     assert torch.allclose(L.AlphaDivergence(0.0)(r), L.ForwardKL()(r))
+
+
+def test_likelihood_dpo_default_beta_is_the_studys_best():
+    """Liu et al. 2024 (arXiv 2407.13709): the likelihood objective did best at beta 0.01."""
+    assert L.LikelihoodDPO().beta == 0.01 and L.PosteriorDPO().beta == 100.0

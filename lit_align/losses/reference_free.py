@@ -39,3 +39,7 @@ class LikelihoodDPO(DPO):
 
     requires_unconditional_reference: bool = True
     """Marks that the reference log-probs must be computed without the prompt."""
+
+    def __init__(self, beta: float = 0.01, label_smoothing: float = 0.0, divergence: Divergence | None = None) -> None:
+        # 0.01: the study's best beta for this objective (its beta sweep's best range, 0.01-0.02)
+        super().__init__(beta, label_smoothing, divergence)
