@@ -1,0 +1,287 @@
+"""Paper studies: a grid of fits over seeds, evaluated as ``cli.py evaluate`` does, tabulated and plotted.
+
+    python -m lit_align.study --config configs/studies/dpop.yaml --out runs/studies/dpop
+
+A study (``configs/studies/*.yaml``, read by ``StudyConfig``) names arms: config fragments layered
+over one base fit config. Per seed:
+
+1. the synthetic task's SFT start is trained once (``sft``) and shared by every arm;
+2. preference pairs are made from it: its own verifier-labelled mistakes (``pairs: own_mistakes``,
+   as the demo does) or the task's near-miss pairs (``pairs: task``: small edit distance);
+3. every arm is fit from that start with ``cli.py fit`` (same data order: the seed is the same);
+4. the start and every arm are evaluated with ``cli.py evaluate``: the verifier's exact-match
+   accuracy on held-out prompts and held-out reward metrics against the arm's own reference.
+
+Then ``study.json``, ``study.md`` (mean and sample sd over seeds; fixed / broken test prompts against
+the baseline arm, pooled over seeds, with McNemar's exact p) and ``study.png`` (accuracy per arm or
+along the study's axis, and training curves averaged over seeds). Every finished step leaves a
+``done`` marker and is skipped when the study is run again, so an interrupted study resumes;
+``--force`` re-runs everything. ``--publish DIR`` copies the three summary files there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY = ("sort_verifier/accuracy", "val/rewards/accuracies", "val/rewards/margins", "val/logps/chosen", "val/loss")
+
+
+@dataclass
+class Arm:
+    """One fit per seed: ``config`` (a fragment of a fit config) and ``args`` layered over the base."""
+
+    name: str
+    config: dict = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    x: float | None = None  # position on the study's axis (e.g. its beta or lr), if it has one
+
+
+@dataclass
+class StudyConfig:
+    title: str
+    arms: list[Arm]
+    baseline: str  # arm the others are tested against
+    finding: str = ""  # the paper's claim, quoted in study.md
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    data: dict = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 500})
+    sft: str = "configs/demo/sft.yaml"
+    sft_args: list[str] = field(default_factory=list)
+    pairs: Literal["own_mistakes", "task"] = "own_mistakes"
+    pair_prompts: int = 1500  # train prompts the SFT model answers (own_mistakes)
+    base: str = "configs/demo/dpo.yaml"
+    base_args: list[str] = field(default_factory=list)
+    eval: str = "configs/demo/eval.yaml"
+    axis: str | None = None  # the arms' x label (e.g. "beta"); None: arms are categories
+    log_axis: bool = True
+    curves: list[str] = field(default_factory=lambda: ["train/logps/chosen"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        known = set(cls.__dataclass_fields__)
+        if unknown := sorted(set(raw) - known):
+            raise ValueError(f"{path}: unknown study key(s) {unknown}; known: {sorted(known)}")
+        try:
+            study = cls(**{**raw, "arms": [Arm(**arm) for arm in raw.get("arms", [])]})
+        except TypeError as error:
+            raise ValueError(f"{path}: {error}") from None
+        names = [arm.name for arm in study.arms]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"{path}: arms need distinct names, got {names}")
+        if study.baseline not in names:
+            raise ValueError(f"{path}: baseline {study.baseline!r} is not an arm ({names})")
+        if study.pairs not in ("own_mistakes", "task"):
+            raise ValueError(f"{path}: pairs must be own_mistakes or task, got {study.pairs!r}")
+        return study
+
+
+def mcnemar(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p of ``fixed`` vs ``broken`` discordant pairs (binomial, p = 1/2)."""
+    from math import comb
+
+    n = fixed + broken
+    return min(1.0, 2 * sum(comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n) if n else 1.0
+
+
+def verdicts(eval_dir: Path, task: str = "sort_verifier") -> list[bool]:
+    """Per-prompt correctness written by the verifier task, in prompt order."""
+    return [json.loads(line)["correct"] for line in (eval_dir / task / "answers.jsonl").read_text().splitlines()]
+
+
+class Study:
+    """Runs a ``StudyConfig`` under ``out`` (``seed_<s>/{sft,<arm>,eval/<arm>}``, shared ``data/``)."""
+
+    def __init__(self, config: StudyConfig, out: Path, force: bool = False) -> None:
+        self.config, self.out, self.force = config, out, force
+
+    def _once(self, marker: Path, step) -> None:
+        """Run ``step`` unless ``marker`` says it finished; write the marker only after it did."""
+        if marker.is_file() and not self.force:
+            return
+        step()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("done\n")
+
+    def _cli(self, *args: str) -> None:
+        import cli
+
+        print(f"\n[study] $ python cli.py {' '.join(args)}", flush=True)
+        cli.main(list(args))
+
+    def _layer(self, seed_dir: Path, name: str, fragment: dict) -> Path:
+        """The arm's fragment plus this study's logger, as a config file layered after the base."""
+        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                  "init_args": {"save_dir": str(seed_dir), "name": name, "version": ""}}
+        path = seed_dir / f"{name}.layer.yaml"
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({**fragment, "trainer": {**fragment.get("trainer", {}), "logger": logger}}, sort_keys=False))
+        return path
+
+    def run_seed(self, seed: int, data: dict[str, Path]) -> None:
+        c, seed_dir = self.config, self.out / f"seed_{seed}"
+        paths = [f"--data.init_args.val_path={data['val']}", f"--seed_everything={seed}"]
+        sft_layer = self._layer(seed_dir, "sft", {})
+        self._once(seed_dir / "sft" / "done", lambda: self._cli(
+            "fit", "--config", str(REPO / c.sft), "--config", str(sft_layer), *paths,
+            f"--data.init_args.train_path={data['train']}", f"--model.model.init_args.seed={seed}", *c.sft_args))
+        start = seed_dir / "sft" / "hf"
+        pairs = data["train"] if c.pairs == "task" else seed_dir / "pairs.jsonl"
+        if c.pairs == "own_mistakes":
+            from lit_align.demo import own_mistake_pairs
+
+            self._once(seed_dir / "pairs.done", lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
+        for arm in c.arms:
+            layer = self._layer(seed_dir, arm.name, arm.config)
+            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
+                "fit", "--config", str(REPO / c.base), "--config", str(layer), *paths,
+                f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}", *c.base_args, *arm.args))
+        # the start is scored against the baseline arm's reference (its reward metrics are 0 by definition)
+        for name, config, weights in [("start", c.baseline, start)] + [(a.name, a.name, seed_dir / a.name / "hf") for a in c.arms]:
+            target = seed_dir / "eval" / name
+            self._once(target / "done", lambda config=config, weights=weights, target=target: self._cli(
+                "evaluate", "--config", str(seed_dir / config / "config.yaml"), "--config", str(REPO / c.eval),
+                f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
+
+    def run(self) -> dict:
+        from lit_align.synthetic import write_task
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        data = write_task(self.out / "data", **self.config.data)
+        for seed in self.config.seeds:
+            self.run_seed(seed, data)
+        return self.summarise()
+
+    # --- summary --------------------------------------------------------------------------------
+    def results(self, seed: int, name: str) -> dict[str, float]:
+        return json.loads((self.out / f"seed_{seed}" / "eval" / name / "results.json").read_text())["metrics"]
+
+    def curve(self, seed: int, arm: str, metric: str) -> dict[int, float]:
+        """step -> value of one metric column of an arm's metrics.csv."""
+        points = {}
+        with open(self.out / f"seed_{seed}" / arm / "metrics.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get(metric) not in (None, ""):
+                    points[int(row["step"])] = float(row[metric])
+        return points
+
+    def summarise(self) -> dict:
+        c = self.config
+        names = ["start"] + [a.name for a in c.arms]
+        rows = {}
+        for name in names:
+            per_seed = [self.results(s, name) for s in c.seeds]
+            stats = {}
+            for key in SUMMARY:
+                values = [r[key] for r in per_seed if isinstance(r.get(key), (int, float))]
+                if values:
+                    stats[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": values}
+            fixed = broken = 0
+            for seed in c.seeds:  # paired per prompt against the baseline arm, pooled over seeds
+                base = verdicts(self.out / f"seed_{seed}" / "eval" / c.baseline)
+                mine = verdicts(self.out / f"seed_{seed}" / "eval" / name)
+                fixed += sum(m and not b for m, b in zip(mine, base))
+                broken += sum(b and not m for m, b in zip(mine, base))
+            rows[name] = {"metrics": stats, "vs_baseline": {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}}
+        curves = {a.name: {m: [self.curve(s, a.name, m) for s in c.seeds] for m in c.curves} for a in c.arms}
+        summary = {"title": c.title, "finding": c.finding, "seeds": c.seeds, "baseline": c.baseline, "axis": c.axis,
+                   "x": {a.name: a.x for a in c.arms}, "arms": rows, "curves": curves}
+        (self.out / "study.json").write_text(json.dumps(summary, indent=1))
+        (self.out / "study.md").write_text(markdown(summary))
+        plot(summary, self.out / "study.png", c.log_axis)
+        return summary
+
+
+def markdown(summary: dict) -> str:
+    cols = [k for k in SUMMARY if any(k in r["metrics"] for r in summary["arms"].values())]
+    head = ["arm"] + ([summary["axis"]] if summary["axis"] else []) + cols + [f"fixed / broken vs {summary['baseline']}", "McNemar p"]
+    lines = [f"# {summary['title']}", ""]
+    if summary["finding"]:
+        lines += [f"Claim tested: {summary['finding']}", ""]
+    lines += [f"Seeds {summary['seeds']}; mean ± sd over seeds; test prompts paired per prompt and pooled over seeds.", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in summary["arms"].items():
+        cells = [name] + ([f"{summary['x'].get(name):g}" if summary["x"].get(name) is not None else ""] if summary["axis"] else [])
+        cells += [f"{row['metrics'][k]['mean']:.3f} ± {row['metrics'][k]['sd']:.3f}" if k in row["metrics"] else "" for k in cols]
+        v = row["vs_baseline"]
+        cells += ["" if name == summary["baseline"] else f"{v['fixed']} / {v['broken']}", "" if name == summary["baseline"] else f"{v['p']:.2g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = next(iter(summary["curves"].values()), {}).keys()
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
+    ax, key = axes[0][0], "sort_verifier/accuracy"
+    arms = {n: r for n, r in summary["arms"].items() if n != "start" and key in r["metrics"]}
+    if summary["axis"]:
+        xs = [summary["x"][n] for n in arms]
+        ax.plot(xs, [r["metrics"][key]["mean"] for r in arms.values()], marker="o")
+        for x, r in zip(xs, arms.values()):
+            ax.scatter([x] * len(r["metrics"][key]["seeds"]), r["metrics"][key]["seeds"], color="grey", s=10)
+        ax.set_xscale("log" if log_axis else "linear")
+        ax.set_xlabel(summary["axis"])
+    else:
+        for i, r in enumerate(arms.values()):
+            ax.bar(i, r["metrics"][key]["mean"], yerr=r["metrics"][key]["sd"], alpha=0.7, capsize=3)
+            ax.scatter([i] * len(r["metrics"][key]["seeds"]), r["metrics"][key]["seeds"], color="black", s=10, zorder=3)
+        ax.set_xticks(range(len(arms)), list(arms), rotation=20)
+    if key in summary["arms"]["start"]["metrics"]:
+        ax.axhline(summary["arms"]["start"]["metrics"][key]["mean"], color="grey", ls="--", lw=1, label="SFT start")
+        ax.legend()
+    ax.set(title="verifier accuracy (test)")
+    for ax, metric in zip(axes[0][1:], metrics):
+        for name, per_metric in summary["curves"].items():
+            runs = [r for r in per_metric[metric] if r]
+            steps = sorted(set.intersection(*(set(r) for r in runs))) if runs else []
+            ax.plot(steps, [statistics.fmean(r[s] for r in runs) for s in steps], label=name)
+        ax.set(title=f"{metric} (mean over seeds)", xlabel="optimizer step")
+        ax.legend(fontsize=7)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.suptitle(summary["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a study, e.g. configs/studies/dpop.yaml")
+    parser.add_argument("--out", default=None, help="study directory (default runs/studies/<config name>)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the study's seeds")
+    parser.add_argument("--force", action="store_true", help="re-run steps that already finished")
+    parser.add_argument("--publish", default=None, help="copy study.{md,json,png} into this folder")
+    args = parser.parse_args(argv)
+    config = StudyConfig.load(args.config)
+    if args.seeds:
+        config.seeds = args.seeds
+    out = Path(args.out or f"runs/studies/{Path(args.config).stem}")
+    summary = Study(config, out, args.force).run()
+    print((out / "study.md").read_text())
+    if args.publish:
+        target = Path(args.publish)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("study.md", "study.json", "study.png"):
+            shutil.copy(out / name, target / f"{Path(args.config).stem}.{name.split('.')[1]}")
+        print(f"[study] published to {target}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The study runner on a 2-fit grid: one seed, two arms (DPO, DPOP) from one shared SFT start.
+
+Checked against the files the same ``cli.py`` commands write (results.json, answers.jsonl), with
+the paired counts recomputed by hand; a second run resumes from the done markers and fits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+import yaml
+
+import cli
+from lit_align.study import StudyConfig, main, mcnemar
+
+TINY_SFT = ["--model.model.init_args.hidden_size=32", "--model.model.init_args.num_layers=1",
+            "--model.model.init_args.num_heads=2", "--trainer.max_steps=3", "--data.init_args.batch_size=8"]
+STEPS = ["--trainer.max_steps=2", "--data.init_args.batch_size=8", "--trainer.log_every_n_steps=1"]
+
+
+def study_file(tmp_path) -> str:
+    config = {
+        "title": "tiny", "seeds": [0], "data": {"train": 48, "val": 8, "test": 12}, "pairs": "own_mistakes",
+        "pair_prompts": 16, "sft_args": TINY_SFT, "base_args": STEPS, "baseline": "dpo",
+        "curves": ["train/logps/chosen"],
+        "arms": [
+            {"name": "dpo", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 0.1}}}}},
+            {"name": "dpop", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPOP", "init_args": {"beta": 0.1, "lam": 5.0}}}},
+             "args": ["--model.lr=1.0e-3"]},
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_mcnemar_exact():
+    """fixed 3, broken 0: p = 2 * C(3,0) / 2^3 = 0.25; 5 / 5: p = 1 (capped); none discordant: 1."""
+    assert mcnemar(3, 0) == 0.25 and mcnemar(0, 3) == 0.25
+    assert mcnemar(5, 5) == 1.0 and mcnemar(0, 0) == 1.0
+    assert mcnemar(10, 2) == pytest.approx(2 * sum(comb(12, k) for k in range(3)) / 2**12)
+
+
+@pytest.mark.slow
+def test_study_two_fit_grid(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    calls = []
+    real_main = cli.main
+    monkeypatch.setattr(cli, "main", lambda args: calls.append(args) or real_main(args))
+    summary = main(["--config", study_file(tmp_path), "--out", str(out), "--publish", str(tmp_path / "pub")])
+    assert [a[0] for a in calls] == ["fit", "fit", "fit", "evaluate", "evaluate", "evaluate"]  # sft, 2 arms, 3 evals
+
+    seed = out / "seed_0"
+    for arm, loss in (("dpo", "DPO"), ("dpop", "DPOP")):  # each arm's own loss, from the shared SFT start
+        saved = yaml.safe_load((seed / arm / "config.yaml").read_text())
+        assert saved["model"]["loss"]["class_path"] == f"lit_align.losses.{loss}"
+        assert saved["model"]["model"]["init_args"]["path"] == str(seed / "sft" / "hf")
+    assert yaml.safe_load((seed / "dpop" / "config.yaml").read_text())["model"]["lr"] == 1e-3
+
+    for name in ("start", "dpo", "dpop"):
+        metrics = json.loads((seed / "eval" / name / "results.json").read_text())["metrics"]
+        row = summary["arms"][name]["metrics"]
+        assert row["sort_verifier/accuracy"]["seeds"] == [metrics["sort_verifier/accuracy"]]
+        assert row["sort_verifier/accuracy"]["sd"] == 0.0
+    assert summary["arms"]["start"]["metrics"]["val/rewards/margins"]["mean"] == 0.0  # the reference itself
+
+    def correct(name):
+        return [json.loads(line)["correct"] for line in (seed / "eval" / name / "sort_verifier" / "answers.jsonl").read_text().splitlines()]
+
+    base, dpop = correct("dpo"), correct("dpop")
+    fixed, broken = sum(d and not b for d, b in zip(dpop, base)), sum(b and not d for d, b in zip(dpop, base))
+    assert summary["arms"]["dpop"]["vs_baseline"] == {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}
+    assert summary["arms"]["dpo"]["vs_baseline"] == {"fixed": 0, "broken": 0, "p": 1.0}
+    assert sorted(summary["curves"]["dpo"]["train/logps/chosen"][0]) == [0, 1]  # one point per step, from metrics.csv
+    table = (out / "study.md").read_text()
+    assert "| dpop |" in table and "| start |" in table
+    assert (tmp_path / "pub" / "study.png").stat().st_size > 1000 and (tmp_path / "pub" / "study.md").read_text() == table
+
+    calls.clear()  # a second run resumes from the markers: nothing is fit or evaluated again
+    again = main(["--config", study_file(tmp_path), "--out", str(out)])
+    assert calls == [] and again["arms"] == json.loads(json.dumps(summary["arms"]))
+
+
+def test_study_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"title": "x", "baseline": "a", "arms": [{"name": "a"}], "sedes": [0]}))
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown study key\(s\) \['sedes'\]"):
+        StudyConfig.load(path)
+    path.write_text(yaml.safe_dump({"title": "x", "baseline": "b", "arms": [{"name": "a"}]}))
+    with pytest.raises(ValueError, match="baseline 'b' is not an arm"):
+        StudyConfig.load(path)
