@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import statistics
@@ -44,6 +45,20 @@ class Arm:
     config: dict = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     x: float | None = None  # position on the study's axis (e.g. its beta or lr), if it has one
+    group: str = ""  # arms of one group are one line along the axis (e.g. DPO and MinorDPO over lr)
+
+
+def substitute(node, values: dict[str, str]):
+    """``{start:NAME}`` (an extra start's HF dir) and ``{start}`` in every string of a config fragment."""
+    if isinstance(node, str):
+        for key, value in values.items():
+            node = node.replace("{" + key + "}", value)
+        return node
+    if isinstance(node, dict):
+        return {k: substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute(v, values) for v in node]
+    return node
 
 
 @dataclass
@@ -56,6 +71,7 @@ class StudyConfig:
     data: dict = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 500})
     sft: str = "configs/demo/sft.yaml"
     sft_args: list[str] = field(default_factory=list)
+    starts: dict[str, list[str]] = field(default_factory=dict)  # extra SFT models per seed: name -> args over sft
     pairs: Literal["own_mistakes", "task"] = "own_mistakes"
     pair_prompts: int = 1500  # train prompts the SFT model answers (own_mistakes)
     base: str = "configs/demo/dpo.yaml"
@@ -101,8 +117,9 @@ def verdicts(eval_dir: Path, task: str = "sort_verifier") -> list[bool]:
 class Study:
     """Runs a ``StudyConfig`` under ``out`` (``seed_<s>/{sft,<arm>,eval/<arm>}``, shared ``data/``)."""
 
-    def __init__(self, config: StudyConfig, out: Path, force: bool = False) -> None:
+    def __init__(self, config: StudyConfig, out: Path, force: bool = False, starts_root: Path | None = None) -> None:
         self.config, self.out, self.force = config, out, force
+        self.starts_root = starts_root or out / "starts"  # SFT starts and their pairs, shareable across studies
 
     def _once(self, marker: Path, step) -> None:
         """Run ``step`` unless ``marker`` says it finished; write the marker only after it did."""
@@ -127,26 +144,42 @@ class Study:
         path.write_text(yaml.safe_dump({**fragment, "trainer": {**fragment.get("trainer", {}), "logger": logger}}, sort_keys=False))
         return path
 
+    def start_dir(self, seed: int, args: list[str]) -> Path:
+        """Where a seed's SFT start lives: keyed by everything that makes it, so studies share it."""
+        c = self.config
+        key = json.dumps([c.sft, c.sft_args, args, c.data, seed])
+        return self.starts_root / f"{Path(c.sft).stem}_{hashlib.sha256(key.encode()).hexdigest()[:10]}" / f"seed_{seed}"
+
+    def _sft(self, seed: int, data: dict[str, Path], args: list[str]) -> Path:
+        c, root = self.config, self.start_dir(seed, args)
+        layer = self._layer(root.parent, root.name, {})
+        self._once(root / "done", lambda: self._cli(
+            "fit", "--config", str(REPO / c.sft), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
+            f"--seed_everything={seed}", f"--data.init_args.train_path={data['train']}",
+            f"--model.model.init_args.seed={seed}", *c.sft_args, *args))
+        return root
+
     def run_seed(self, seed: int, data: dict[str, Path]) -> None:
         c, seed_dir = self.config, self.out / f"seed_{seed}"
-        paths = [f"--data.init_args.val_path={data['val']}", f"--seed_everything={seed}"]
-        sft_layer = self._layer(seed_dir, "sft", {})
-        self._once(seed_dir / "sft" / "done", lambda: self._cli(
-            "fit", "--config", str(REPO / c.sft), "--config", str(sft_layer), *paths,
-            f"--data.init_args.train_path={data['train']}", f"--model.model.init_args.seed={seed}", *c.sft_args))
-        start = seed_dir / "sft" / "hf"
-        pairs = data["train"] if c.pairs == "task" else seed_dir / "pairs.jsonl"
-        if c.pairs == "own_mistakes":
+        start_root = self._sft(seed, data, [])
+        start = start_root / "hf"
+        starts = {"start": start} | {f"start_{name}": self._sft(seed, data, args) / "hf" for name, args in c.starts.items()}
+        values = {"start": str(start)} | {f"start:{name}": str(starts[f"start_{name}"]) for name in c.starts}
+        pairs = data["train"] if c.pairs == "task" else start_root / f"pairs_{c.pair_prompts}.jsonl"
+        if c.pairs == "own_mistakes":  # the start's own verifier-labelled answers: shared like the start
             from lit_align.demo import own_mistake_pairs
 
-            self._once(seed_dir / "pairs.done", lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
+            self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
-            layer = self._layer(seed_dir, arm.name, arm.config)
+            layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
             self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
-                "fit", "--config", str(REPO / c.base), "--config", str(layer), *paths,
-                f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}", *c.base_args, *arm.args))
-        # the start is scored against the baseline arm's reference (its reward metrics are 0 by definition)
-        for name, config, weights in [("start", c.baseline, start)] + [(a.name, a.name, seed_dir / a.name / "hf") for a in c.arms]:
+                "fit", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
+                f"--seed_everything={seed}", f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}",
+                *c.base_args, *substitute(arm.args, values)))
+        # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition)
+        evaluated = [(name, c.baseline, weights) for name, weights in starts.items()]
+        evaluated += [(a.name, a.name, seed_dir / a.name / "hf") for a in c.arms]
+        for name, config, weights in evaluated:
             target = seed_dir / "eval" / name
             self._once(target / "done", lambda config=config, weights=weights, target=target: self._cli(
                 "evaluate", "--config", str(seed_dir / config / "config.yaml"), "--config", str(REPO / c.eval),
@@ -176,7 +209,7 @@ class Study:
 
     def summarise(self) -> dict:
         c = self.config
-        names = ["start"] + [a.name for a in c.arms]
+        names = ["start"] + [f"start_{n}" for n in c.starts] + [a.name for a in c.arms]
         rows = {}
         for name in names:
             per_seed = [self.results(s, name) for s in c.seeds]
@@ -194,7 +227,7 @@ class Study:
             rows[name] = {"metrics": stats, "vs_baseline": {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}}
         curves = {a.name: {m: [self.curve(s, a.name, m) for s in c.seeds] for m in c.curves} for a in c.arms}
         summary = {"title": c.title, "finding": c.finding, "seeds": c.seeds, "baseline": c.baseline, "axis": c.axis,
-                   "x": {a.name: a.x for a in c.arms}, "arms": rows, "curves": curves}
+                   "x": {a.name: a.x for a in c.arms}, "group": {a.name: a.group for a in c.arms}, "arms": rows, "curves": curves}
         (self.out / "study.json").write_text(json.dumps(summary, indent=1))
         (self.out / "study.md").write_text(markdown(summary))
         plot(summary, self.out / "study.png", c.log_axis)
@@ -228,11 +261,16 @@ def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
     fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
     ax, key = axes[0][0], "sort_verifier/accuracy"
     arms = {n: r for n, r in summary["arms"].items() if n != "start" and key in r["metrics"]}
-    if summary["axis"]:
-        xs = [summary["x"][n] for n in arms]
-        ax.plot(xs, [r["metrics"][key]["mean"] for r in arms.values()], marker="o")
-        for x, r in zip(xs, arms.values()):
-            ax.scatter([x] * len(r["metrics"][key]["seeds"]), r["metrics"][key]["seeds"], color="grey", s=10)
+    on_axis = {n: r for n, r in arms.items() if summary["x"].get(n) is not None}
+    if summary["axis"] and on_axis:
+        for i, group in enumerate(dict.fromkeys(summary["group"][n] for n in on_axis)):
+            members = {n: r for n, r in on_axis.items() if summary["group"][n] == group}
+            xs = [summary["x"][n] for n in members]
+            ax.plot(xs, [r["metrics"][key]["mean"] for r in members.values()], marker="o", color=f"C{i}", label=group or None)
+            for x, r in zip(xs, members.values()):
+                ax.scatter([x] * len(r["metrics"][key]["seeds"]), r["metrics"][key]["seeds"], color=f"C{i}", s=10, alpha=0.5)
+        for i, (name, r) in enumerate(n_r for n_r in arms.items() if n_r[0] not in on_axis):  # arms off the axis
+            ax.axhline(r["metrics"][key]["mean"], color=f"C{i + 5}", lw=1, label=name)
         ax.set_xscale("log" if log_axis else "linear")
         ax.set_xlabel(summary["axis"])
     else:
@@ -267,12 +305,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the study's seeds")
     parser.add_argument("--force", action="store_true", help="re-run steps that already finished")
     parser.add_argument("--publish", default=None, help="copy study.{md,json,png} into this folder")
+    parser.add_argument("--starts", default=None, help="folder of SFT starts shared by studies (default <out>/starts)")
     args = parser.parse_args(argv)
     config = StudyConfig.load(args.config)
     if args.seeds:
         config.seeds = args.seeds
     out = Path(args.out or f"runs/studies/{Path(args.config).stem}")
-    summary = Study(config, out, args.force).run()
+    summary = Study(config, out, args.force, Path(args.starts) if args.starts else None).run()
     print((out / "study.md").read_text())
     if args.publish:
         target = Path(args.publish)

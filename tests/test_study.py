@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import cli
-from lit_align.study import StudyConfig, main, mcnemar
+from lit_align.study import Study, StudyConfig, main, mcnemar
 
 TINY_SFT = ["--model.model.init_args.hidden_size=32", "--model.model.init_args.num_layers=1",
             "--model.model.init_args.num_heads=2", "--trainer.max_steps=3", "--data.init_args.batch_size=8"]
@@ -23,12 +23,15 @@ STEPS = ["--trainer.max_steps=2", "--data.init_args.batch_size=8", "--trainer.lo
 def study_file(tmp_path) -> str:
     config = {
         "title": "tiny", "seeds": [0], "data": {"train": 48, "val": 8, "test": 12}, "pairs": "own_mistakes",
-        "pair_prompts": 16, "sft_args": TINY_SFT, "base_args": STEPS, "baseline": "dpo",
+        "pair_prompts": 16, "sft_args": TINY_SFT, "starts": {"long": ["--trainer.max_steps=4"]}, "base_args": STEPS, "baseline": "dpo",
         "curves": ["train/logps/chosen"],
         "arms": [
             {"name": "dpo", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 0.1}}}}},
-            {"name": "dpop", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPOP", "init_args": {"beta": 0.1, "lam": 5.0}}}},
-             "args": ["--model.lr=1.0e-3"]},
+            {"name": "dpop", "args": ["--model.lr=1.0e-3"], "config": {"model": {
+                "loss": {"class_path": "lit_align.losses.DPOP", "init_args": {"beta": 0.1, "lam": 5.0}},
+                # a "stronger" reference: the extra start, trained longer
+                "reference": {"class_path": "lit_align.reference.FrozenReference", "init_args": {
+                    "source": {"class_path": "lit_align.models.PretrainedModel", "init_args": {"path": "{start:long}"}}}}}}},
         ],
     }
     path = tmp_path / "study.yaml"
@@ -50,16 +53,21 @@ def test_study_two_fit_grid(tmp_path, monkeypatch):
     real_main = cli.main
     monkeypatch.setattr(cli, "main", lambda args: calls.append(args) or real_main(args))
     summary = main(["--config", study_file(tmp_path), "--out", str(out), "--publish", str(tmp_path / "pub")])
-    assert [a[0] for a in calls] == ["fit", "fit", "fit", "evaluate", "evaluate", "evaluate"]  # sft, 2 arms, 3 evals
+    # 2 SFT starts, 2 arms; the 2 starts and the 2 arms evaluated
+    assert [a[0] for a in calls] == ["fit"] * 4 + ["evaluate"] * 4
 
     seed = out / "seed_0"
+    study = Study(StudyConfig.load(study_file(tmp_path)), out)
+    start, long = study.start_dir(0, []) / "hf", study.start_dir(0, ["--trainer.max_steps=4"]) / "hf"
+    assert start.parent.parent == long.parent.parent.parent / start.parent.parent.name and start != long
     for arm, loss in (("dpo", "DPO"), ("dpop", "DPOP")):  # each arm's own loss, from the shared SFT start
         saved = yaml.safe_load((seed / arm / "config.yaml").read_text())
         assert saved["model"]["loss"]["class_path"] == f"lit_align.losses.{loss}"
-        assert saved["model"]["model"]["init_args"]["path"] == str(seed / "sft" / "hf")
-    assert yaml.safe_load((seed / "dpop" / "config.yaml").read_text())["model"]["lr"] == 1e-3
+        assert saved["model"]["model"]["init_args"]["path"] == str(start)
+    dpop = yaml.safe_load((seed / "dpop" / "config.yaml").read_text())["model"]
+    assert dpop["lr"] == 1e-3 and dpop["reference"]["init_args"]["source"]["init_args"]["path"] == str(long)
 
-    for name in ("start", "dpo", "dpop"):
+    for name in ("start", "start_long", "dpo", "dpop"):
         metrics = json.loads((seed / "eval" / name / "results.json").read_text())["metrics"]
         row = summary["arms"][name]["metrics"]
         assert row["sort_verifier/accuracy"]["seeds"] == [metrics["sort_verifier/accuracy"]]

@@ -70,6 +70,7 @@ class EpsilonDPO(Float64State):
         metrics = reward_metrics(beta_i, rw, rl)
         metrics["beta/baseline"] = self.baseline_beta.detach().float().clone()
         metrics["beta/mean_pair"] = beta_i.detach().mean()
+        metrics["beta/min_pair"], metrics["beta/max_pair"] = beta_i.detach().min(), beta_i.detach().max()  # spread of per-pair beta
         metrics["eps/step_mean"] = s.mean()
         return LossOutput(losses, metrics)
 
