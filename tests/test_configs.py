@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))  # not fit configs: read by lit_align.study
+CONFIGS = sorted(set((REPO / "configs").rglob("*.yaml")) - set(STUDIES))
 BASE = REPO / "configs" / "demo" / "dpo.yaml"
 
 
@@ -41,3 +42,27 @@ def test_config_parses(path, capsys):
     assert exit_.value.code in (0, None), capsys.readouterr().err[-2000:]
     printed = yaml.safe_load(capsys.readouterr().out)
     assert isinstance(printed, dict)
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_study_arms_parse(path, tmp_path, capsys):
+    """Every arm of every study, layered over its base config as the runner does, is a valid fit config."""
+    import cli
+    from lit_align.study import StudyConfig, substitute
+
+    assert path.read_text().startswith("# python -m lit_align.study --config configs/studies/")
+    study = StudyConfig.load(path)
+    values = {"start": "start/hf"} | {f"start:{name}": f"{name}/hf" for name in study.starts}
+    assert len(study.seeds) >= 3
+    for arm in study.arms:
+        layer = tmp_path / f"{arm.name}.yaml"
+        layer.write_text(yaml.safe_dump(substitute(arm.config, values)))
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["fit", "--config", str(REPO / study.base), "--config", str(layer), *study.base_args,
+                      *substitute(arm.args, values), "--print_config"])
+        assert exit_.value.code in (0, None), f"{arm.name}: {capsys.readouterr().err[-2000:]}"
+        printed = yaml.safe_load(capsys.readouterr().out)
+        loss = arm.config.get("model", {}).get("loss")
+        if loss:  # the arm's loss replaced the base's, with exactly its own arguments
+            assert printed["model"]["loss"]["class_path"] == loss["class_path"]
+            assert {k: printed["model"]["loss"]["init_args"][k] for k in loss.get("init_args", {})} == loss.get("init_args", {})
