@@ -49,7 +49,8 @@ class Arm:
 
 
 def substitute(node, values: dict[str, str]):
-    """``{start:NAME}`` (an extra start's HF dir) and ``{start}`` in every string of a config fragment."""
+    """``{start}``, ``{start:NAME}`` (an extra start's HF dir) and ``{starts}`` (the shared starts folder,
+    e.g. for a CachedReference's cache_dir) in every string of a config fragment."""
     if isinstance(node, str):
         for key, value in values.items():
             node = node.replace("{" + key + "}", value)
@@ -83,7 +84,7 @@ class StudyConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> StudyConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = {k: v for k, v in (yaml.safe_load(Path(path).read_text()) or {}).items() if not k.startswith("_")}  # _x: YAML anchors
         known = set(cls.__dataclass_fields__)
         if unknown := sorted(set(raw) - known):
             raise ValueError(f"{path}: unknown study key(s) {unknown}; known: {sorted(known)}")
@@ -164,7 +165,8 @@ class Study:
         start_root = self._sft(seed, data, [])
         start = start_root / "hf"
         starts = {"start": start} | {f"start_{name}": self._sft(seed, data, args) / "hf" for name, args in c.starts.items()}
-        values = {"start": str(start)} | {f"start:{name}": str(starts[f"start_{name}"]) for name in c.starts}
+        values = {"start": str(start), "starts": str(self.starts_root)}
+        values |= {f"start:{name}": str(starts[f"start_{name}"]) for name in c.starts}
         pairs = data["train"] if c.pairs == "task" else start_root / f"pairs_{c.pair_prompts}.jsonl"
         if c.pairs == "own_mistakes":  # the start's own verifier-labelled answers: shared like the start
             from lit_align.demo import own_mistake_pairs
