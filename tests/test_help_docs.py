@@ -102,19 +102,35 @@ def test_evaluate_subcommand_parameters_are_documented():
     assert not undocumented(help_by_parameter(parser, "x"), names)
 
 
-def cli_help(*args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return " ".join(done.stdout.split())  # help text is wrapped: compare on single spaces
+def one_line(text: str) -> str:
+    return " ".join(text.split())  # help text is wrapped: compare on single spaces
+
+
+def help_in_process(args: list[str], capsys) -> str:
+    import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code in (0, None), capsys.readouterr().err[-2000:]
+    return one_line(capsys.readouterr().out)
+
+
+def test_fit_help_shows_module_and_loss_descriptions(capsys):
+    fit = help_in_process(["fit", "--help"], capsys)
+    assert "Peak learning rate of AdamW" in fit  # --model.lr
+    assert "Where the policy comes from" in fit  # --model.model
+    dpo = help_in_process(["fit", "--model.loss.help", "lit_align.losses.DPO"], capsys)
+    assert "--model.loss.beta" in dpo and "Strength of the KL tie to the reference" in dpo
+    assert "cDPO's assumed label-flip probability" in dpo  # label_smoothing
 
 
 @pytest.mark.slow
-def test_cli_help_prints_the_descriptions():
-    fit = cli_help("fit", "--config", "configs/demo/dpo.yaml", "--help")
-    assert "--model.loss.init_args.beta" in fit
-    assert "Strength of the KL tie to the reference" in fit
-    assert "Peak learning rate of AdamW" in fit
-    moving = cli_help("fit", "--model.reference.help", "lit_align.reference.MovingReference")
-    assert "Weight of the policy in each update" in moving  # alpha
-    assert "Optimizer steps between updates" in moving  # tau
+def test_cli_subclass_help_prints_the_descriptions():
+    """The real command line, in its own process: ``--model.reference.help`` shows alpha's and tau's meaning."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "cli.py", "fit", "--model.reference.help", "lit_align.reference.MovingReference"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = one_line(done.stdout)
+    assert "--model.reference.alpha" in out and "Weight of the policy in each update" in out
+    assert "--model.reference.tau" in out and "Optimizer steps between updates" in out
