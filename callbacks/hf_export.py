@@ -23,7 +23,7 @@ class HFExport(L.Callback):
     def __init__(self, dirname: str = "hf", safe_serialization: bool = True) -> None:
         """
         Args:
-            dirname: Folder name inside the run directory.
+            dirname: Folder of the export inside the run directory (``trainer.log_dir``).
             safe_serialization: Write safetensors (True) or PyTorch pickles.
         """
         self.dirname = dirname

@@ -23,7 +23,7 @@ class PostFitEvaluation(L.Callback):
         Args:
             tasks: Evaluation tasks (class_path entries, as in configs/eval/*.yaml).
             output_dir: Where results.json goes; default: <trainer.log_dir>/eval.
-            wait_timeout_s: With several processes: how long the other ranks wait for rank 0's evaluation (an
+            wait_timeout_s: With several processes: seconds the other ranks wait for rank 0's evaluation (an
                 eval suite can outlast the process group's default 30 min timeout, so they wait on a group of
                 their own).
         """

@@ -125,8 +125,8 @@ class AlpacaEval(EvalTask):
             judge: The judge endpoint (evals.judge.JudgeClient).
             judge_prompt_file: An AlpacaEval prompt file (e.g. alpaca_eval_clf_prompt.txt); None: the project's
                 default.
-            use_logprobs: Ask for 1 token with top_logprobs=5 and weight the preference; discrete when none come
-                back.
+            use_logprobs: Ask the judge for one token with its top 5 log-probs and weight the preference by them;
+                False: the discrete verdict of a reply of up to 50 tokens (also read when no log-probs come back).
             name: Name under which metrics are reported.
             generator: Name of the evaluated model in annotations.
             max_new_tokens: Generation budget per output.
