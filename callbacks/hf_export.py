@@ -21,10 +21,13 @@ class HFExport(L.Callback):
     """
 
     def __init__(self, dirname: str = "hf", safe_serialization: bool = True) -> None:
+        """
+        Args:
+            dirname: Folder of the export inside the run directory (``trainer.log_dir``).
+            safe_serialization: Write safetensors (True) or PyTorch pickles.
+        """
         self.dirname = dirname
-        """Folder name inside the run directory."""
         self.safe_serialization = safe_serialization
-        """Write safetensors (True) or PyTorch pickles."""
         self.path: Path | None = None
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:

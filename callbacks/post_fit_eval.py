@@ -19,13 +19,17 @@ class PostFitEvaluation(L.Callback):
     """
 
     def __init__(self, tasks: list[EvalTask], output_dir: str | None = None, wait_timeout_s: float = 24 * 3600) -> None:
+        """
+        Args:
+            tasks: Evaluation tasks (class_path entries, as in configs/eval/*.yaml).
+            output_dir: Where results.json goes; default: <trainer.log_dir>/eval.
+            wait_timeout_s: With several processes: seconds the other ranks wait for rank 0's evaluation (an
+                eval suite can outlast the process group's default 30 min timeout, so they wait on a group of
+                their own).
+        """
         self.tasks = tasks
-        """Evaluation tasks (class_path entries, as in configs/eval/*.yaml)."""
         self.output_dir = output_dir
-        """Where results.json goes; default: <trainer.log_dir>/eval."""
         self.wait_timeout_s = wait_timeout_s
-        """With several processes: how long the other ranks wait for rank 0's evaluation (an eval
-        suite can outlast the process group's default 30 min timeout, so they wait on a group of their own)."""
 
     def resolve_output_dir(self, trainer: L.Trainer) -> Path:
         if self.output_dir:

@@ -11,8 +11,11 @@ class RunSummary(L.Callback):
     """Prints a table at the end of fit (rank 0 only)."""
 
     def __init__(self, metrics: list[str] | None = None) -> None:
+        """
+        Args:
+            metrics: Metric names to show (default: every val/ metric and the last train/loss).
+        """
         self.metrics = metrics
-        """Metric names to show (default: every val/ metric and the last train/loss)."""
         self._start = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

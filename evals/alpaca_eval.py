@@ -118,36 +118,42 @@ class AlpacaEval(EvalTask):
         gamed_annotations_files: list[str] | None = None,
         use_vllm: bool | None = None,
     ) -> None:
+        """
+        Args:
+            instructions_file: AlpacaEval instructions (json list or jsonl with "instruction").
+            baseline_outputs_file: Baseline outputs {"instruction", "output", "generator"}, one per instruction.
+            judge: The judge endpoint (evals.judge.JudgeClient).
+            judge_prompt_file: An AlpacaEval prompt file (e.g. alpaca_eval_clf_prompt.txt); None: the project's
+                default.
+            use_logprobs: Ask the judge for one token with its top 5 log-probs and weight the preference by them;
+                False: the discrete verdict of a reply of up to 50 tokens (also read when no log-probs come back).
+            name: Name under which metrics are reported.
+            generator: Name of the evaluated model in annotations.
+            max_new_tokens: Generation budget per output.
+            temperature: Generation temperature (0: greedy).
+            batch_size: Instructions generated together.
+            seed: Seed of the position swap and of sampling.
+            limit: Only the first N instructions.
+            difficulty_file: csv with instruction_difficulty (by index or instruction): enables the full LC GLM.
+            gamed_annotations_files: Annotations of the gamed (verbose, concise) baselines vs the baseline: full
+                LC GLM.
+            use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+        """
         self.instructions_file = instructions_file
-        """AlpacaEval instructions (json list or jsonl with "instruction")."""
         self.baseline_outputs_file = baseline_outputs_file
-        """Baseline outputs {"instruction", "output", "generator"}, one per instruction."""
         self.judge = judge
-        """The judge endpoint (evals.judge.JudgeClient)."""
         self.judge_prompt_file = judge_prompt_file
-        """An AlpacaEval prompt file (e.g. alpaca_eval_clf_prompt.txt); None: the project's default."""
         self.use_logprobs = use_logprobs
-        """Ask for 1 token with top_logprobs=5 and weight the preference; discrete when none come back."""
         self.name = name
-        """Name under which metrics are reported."""
         self.generator = generator
-        """Name of the evaluated model in annotations."""
         self.max_new_tokens = max_new_tokens
-        """Generation budget per output."""
         self.temperature = temperature
-        """Generation temperature (0: greedy)."""
         self.batch_size = batch_size
-        """Instructions generated together."""
         self.seed = seed
-        """Seed of the position swap and of sampling."""
         self.limit = limit
-        """Only the first N instructions."""
         self.difficulty_file = difficulty_file
-        """csv with instruction_difficulty (by index or instruction): enables the full LC GLM."""
         self.gamed_annotations_files = gamed_annotations_files
-        """Annotations of the gamed (verbose, concise) baselines vs the baseline: full LC GLM."""
         self.use_vllm = use_vllm
-        """None: vLLM's offline engine when installed, else HF generate; True/False to force."""
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

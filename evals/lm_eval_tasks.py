@@ -57,32 +57,37 @@ class LmEvalTasks(EvalTask):
         name: str = "lm_eval",
         log_samples: bool = True,
     ) -> None:
+        """
+        Args:
+            tasks: lm-eval task or group names (e.g. arc_challenge, leaderboard, or a local task's name).
+            include_path: Folders of local task YAML files.
+            include_defaults: Index lm-eval's built-in tasks too (8-14 s); False for local tasks only.
+            num_fewshot: Few-shot examples (None: each task's default; v1 leaderboard: arc 25, hellaswag 10,
+                mmlu 5 ...).
+            limit: Examples per task (int) or fraction (float < 1); None: all. Limited runs are not comparable.
+            batch_size: Requests per forward pass.
+            apply_chat_template: Wrap prompts in the tokenizer's chat template (lm-eval default changed across
+                versions).
+            fewshot_as_multiturn: Few-shot examples as chat turns (only with apply_chat_template).
+            max_length: Context length for lm-eval's truncation; None: from the model config.
+            bootstrap_iters: Bootstrap resamples for stderr of non-mean metrics (lm-eval default 100000).
+            random_seed: lm-eval's random / numpy / torch / fewshot seeds.
+            name: Name under which metrics are reported.
+            log_samples: Save per-item predictions to samples_<task>.jsonl.
+        """
         self.tasks = tasks
-        """lm-eval task or group names (e.g. arc_challenge, leaderboard, or a local task's name)."""
         self.include_path = include_path
-        """Folders of local task YAML files."""
         self.include_defaults = include_defaults
-        """Index lm-eval's built-in tasks too (8-14 s); False for local tasks only."""
         self.num_fewshot = num_fewshot
-        """Few-shot examples (None: each task's default; v1 leaderboard: arc 25, hellaswag 10, mmlu 5 ...)."""
         self.limit = limit
-        """Examples per task (int) or fraction (float < 1); None: all. Limited runs are not comparable."""
         self.batch_size = batch_size
-        """Requests per forward pass."""
         self.apply_chat_template = apply_chat_template
-        """Wrap prompts in the tokenizer's chat template (lm-eval default changed across versions)."""
         self.fewshot_as_multiturn = fewshot_as_multiturn
-        """Few-shot examples as chat turns (only with apply_chat_template)."""
         self.max_length = max_length
-        """Context length for lm-eval's truncation; None: from the model config."""
         self.bootstrap_iters = bootstrap_iters
-        """Bootstrap resamples for stderr of non-mean metrics (lm-eval default 100000)."""
         self.random_seed = random_seed
-        """lm-eval's random / numpy / torch / fewshot seeds."""
         self.name = name
-        """Name under which metrics are reported."""
         self.log_samples = log_samples
-        """Save per-item predictions to samples_<task>.jsonl."""
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import version

@@ -41,36 +41,41 @@ class MTBench(EvalTask):
         limit: int | None = None,
         use_vllm: bool | None = None,
     ) -> None:
+        """
+        Args:
+            question_file: MT-Bench question.jsonl ({"question_id", "category", "turns"}).
+            judge: The judge endpoint (evals.judge.JudgeClient).
+            reference_file: Reference answers (FastChat reference_answer/gpt-4.jsonl) for math, reasoning,
+                coding.
+            judge_prompts_file: Official judge_prompts.jsonl; None uses the project's templates of the same
+                structure.
+            mode: single: rate each turn 1-10; pairwise: compare with ``baseline_answers_file``, both orders.
+            baseline_answers_file: FastChat answer jsonl of the model compared against (pairwise mode).
+            name: Name under which metrics are reported.
+            model_id: model_id written in answers.jsonl.
+            max_new_tokens: Generation budget per turn (FastChat: 1024).
+            temperatures: Per-category temperature overrides of FastChat's table (unknown categories: 0.7).
+            batch_size: Conversations generated together.
+            seed: Sampling seed (per chunk of questions, so resumed runs sample the same).
+            judge_max_tokens: Judge reply budget (FastChat: 2048); the judge runs at temperature 0.
+            limit: Only the first N questions.
+            use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+        """
         self.question_file = question_file
-        """MT-Bench question.jsonl ({"question_id", "category", "turns"})."""
         self.judge = judge
-        """The judge endpoint (evals.judge.JudgeClient)."""
         self.reference_file = reference_file
-        """Reference answers (FastChat reference_answer/gpt-4.jsonl) for math, reasoning, coding."""
         self.judge_prompts_file = judge_prompts_file
-        """Official judge_prompts.jsonl; None uses the project's templates of the same structure."""
         self.mode = mode
-        """single: rate each turn 1-10; pairwise: compare with ``baseline_answers_file``, both orders."""
         self.baseline_answers_file = baseline_answers_file
-        """FastChat answer jsonl of the model compared against (pairwise mode)."""
         self.name = name
-        """Name under which metrics are reported."""
         self.model_id = model_id
-        """model_id written in answers.jsonl."""
         self.max_new_tokens = max_new_tokens
-        """Generation budget per turn (FastChat: 1024)."""
         self.temperatures = temperatures
-        """Per-category temperature overrides of FastChat's table (unknown categories: 0.7)."""
         self.batch_size = batch_size
-        """Conversations generated together."""
         self.seed = seed
-        """Sampling seed (per chunk of questions, so resumed runs sample the same)."""
         self.judge_max_tokens = judge_max_tokens
-        """Judge reply budget (FastChat: 2048); the judge runs at temperature 0."""
         self.limit = limit
-        """Only the first N questions."""
         self.use_vllm = use_vllm
-        """None: vLLM's offline engine when installed, else HF generate; True/False to force."""
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

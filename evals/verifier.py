@@ -22,16 +22,19 @@ class VerifierTask(EvalTask):
 
     def __init__(self, data_path: str, name: str = "verifier", max_new_tokens: int = 32,
                  batch_size: int = 64, limit: int | None = None) -> None:
+        """
+        Args:
+            data_path: jsonl file of {"prompt", "answer"} rows.
+            name: Name under which metrics are reported.
+            max_new_tokens: Generation budget per answer.
+            batch_size: Prompts generated together.
+            limit: Evaluate only the first N prompts.
+        """
         self.data_path = data_path
-        """jsonl file of {"prompt", "answer"} rows."""
         self.name = name
-        """Name under which metrics are reported."""
         self.max_new_tokens = max_new_tokens
-        """Generation budget per answer."""
         self.batch_size = batch_size
-        """Prompts generated together."""
         self.limit = limit
-        """Evaluate only the first N prompts."""
 
     def load(self) -> list[dict[str, Any]]:
         rows = []

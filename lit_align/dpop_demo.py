@@ -37,6 +37,10 @@ class ValidationRecorder(L.Callback):
     """Keeps (step, chosen log-prob change, margin) after each validation run."""
 
     def __init__(self, beta: float) -> None:
+        """
+        Args:
+            beta: The loss's beta, to turn the logged rewards (beta times a log-ratio) back into log-ratios.
+        """
         self.beta = beta
         self.rows: list[dict[str, float]] = []
 

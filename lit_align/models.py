@@ -51,18 +51,21 @@ class PretrainedModel(ModelSource):
         revision: str | None = None,
         tokenizer_path: str | None = None,
     ) -> None:
+        """
+        Args:
+            path: Local directory or hub name of the model.
+            dtype: Weight dtype: float32, bfloat16 or float16.
+            attn_implementation: e.g. sdpa, eager, flash_attention_2; None lets transformers choose.
+            trust_remote_code: Run code shipped with the model (off by default: it executes arbitrary Python).
+            revision: Hub revision (branch, tag or commit).
+            tokenizer_path: Tokenizer location when it differs from ``path``.
+        """
         self.path = path
-        """Local directory or hub name of the model."""
         self.dtype = dtype
-        """Weight dtype: float32, bfloat16 or float16."""
         self.attn_implementation = attn_implementation
-        """e.g. sdpa, eager, flash_attention_2; None lets transformers choose."""
         self.trust_remote_code = trust_remote_code
-        """Run code shipped with the model (off by default: it executes arbitrary Python)."""
         self.revision = revision
-        """Hub revision (branch, tag or commit)."""
         self.tokenizer_path = tokenizer_path
-        """Tokenizer location when it differs from ``path``."""
 
     def load_model(self, dtype: str | None = None) -> nn.Module:
         from transformers import AutoModelForCausalLM
@@ -112,29 +115,33 @@ class TinyModel(ModelSource):
         tie_word_embeddings: bool = True,
         rope_theta: float = 10000.0,
     ) -> None:
+        """
+        Args:
+            hidden_size: Model width.
+            num_layers: Decoder layers.
+            num_heads: Attention (query) heads.
+            intermediate_size: MLP width (default 4x hidden).
+            max_position_embeddings: Longest sequence the rotary embedding is set up for.
+            seed: Seed of the random initialisation.
+            dtype: Weight dtype.
+            num_key_value_heads: Key/value heads (grouped-query attention; must divide num_heads); None: as many
+                as num_heads.
+            vocab_size: Embedding / lm_head rows; None: the byte tokenizer's size. Larger is allowed (ids above
+                the tokenizer's are never produced, but the head's cost is that of the real vocabulary).
+            tie_word_embeddings: lm_head shares the input embedding matrix.
+            rope_theta: Rotary embedding base.
+        """
         self.hidden_size = hidden_size
-        """Model width."""
         self.num_layers = num_layers
-        """Decoder layers."""
         self.num_heads = num_heads
-        """Attention (query) heads."""
         self.intermediate_size = intermediate_size or 4 * hidden_size
-        """MLP width (default 4x hidden)."""
         self.max_position_embeddings = max_position_embeddings
-        """Longest sequence the rotary embedding is set up for."""
         self.seed = seed
-        """Seed of the random initialisation."""
         self.dtype = dtype
-        """Weight dtype."""
         self.num_key_value_heads = num_key_value_heads
-        """Key/value heads (grouped-query attention; must divide num_heads); None: as many as num_heads."""
         self.vocab_size = vocab_size
-        """Embedding / lm_head rows; None: the byte tokenizer's size. Larger is allowed (ids above the
-        tokenizer's are never produced, but the head's cost is that of the real vocabulary)."""
         self.tie_word_embeddings = tie_word_embeddings
-        """lm_head shares the input embedding matrix."""
         self.rope_theta = rope_theta
-        """Rotary embedding base."""
 
     def config(self):
         from transformers import LlamaConfig

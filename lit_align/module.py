@@ -42,35 +42,44 @@ class PreferenceModule(L.LightningModule):
         logps_chunk_size: int | None = 1024,
         compile: bool = False,
     ) -> None:
+        """
+        Args:
+            model: Where the policy comes from: ``lit_align.models.PretrainedModel`` (HF dir / name),
+                ``TinyModel`` or ``lit_align.peft_config.LoraSource``; None only for ``cli.py evaluate`` of an
+                exported HF directory, which then is the model.
+            loss: The loss (one module; sum several with ``lit_align.losses.WeightedLoss``). Default: DPO, beta
+                0.1.
+            reference: Reference strategy. Default: a frozen copy of the policy's starting weights.
+            lr: Peak learning rate of AdamW.
+            weight_decay: AdamW weight decay (not applied to biases and norms).
+            betas: AdamW betas.
+            warmup_steps: Linear warmup: optimizer steps if >= 1, else a fraction of all steps.
+            schedule: Decay after warmup: cosine, linear or constant.
+            min_lr_ratio: Final learning rate as a fraction of the peak.
+            activation_checkpointing: Recompute decoder-layer activations in the backward pass (less memory,
+                about 30% slower).
+            logps_chunk_size: Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x
+                vocab)); None computes the full logits in one pass without recomputation (the usual way, for
+                comparison).
+            compile: torch.compile each decoder layer of the policy (one graph reused by every layer; keys
+                unchanged).
+        """
         super().__init__()
         with warnings.catch_warnings():  # loss / reference are saved as config (class_path), not as modules
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
         self.model_source = model
-        """Where the policy comes from: ``lit_align.models.PretrainedModel`` (HF dir / name) or ``TinyModel``."""
         self.loss = loss if loss is not None else DPO()
-        """The loss (one module; sum several with ``lit_align.losses.WeightedLoss``). Default: DPO, beta 0.1."""
         self.reference = reference if reference is not None else FrozenReference()
-        """Reference strategy. Default: a frozen copy of the policy's starting weights."""
         self.lr = lr
-        """Peak learning rate of AdamW."""
         self.weight_decay = weight_decay
-        """AdamW weight decay (not applied to biases and norms)."""
         self.betas = betas
-        """AdamW betas."""
         self.warmup_steps = warmup_steps
-        """Linear warmup: optimizer steps if >= 1, else a fraction of all steps."""
         self.schedule = schedule
-        """Decay after warmup: cosine, linear or constant."""
         self.min_lr_ratio = min_lr_ratio
-        """Final learning rate as a fraction of the peak."""
         self.activation_checkpointing = activation_checkpointing
-        """Recompute decoder-layer activations in the backward pass (less memory, about 30% slower)."""
         self.logps_chunk_size = logps_chunk_size
-        """Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x vocab)); None
-        computes the full logits in one pass without recomputation (the usual way, for comparison)."""
         self.compile = compile
-        """torch.compile each decoder layer of the policy (one graph reused by every layer; keys unchanged)."""
         self.policy: nn.Module | None = None
         self.references = nn.ModuleDict()  # filled by the reference strategy in configure_model
         self.tokenizer = model.load_tokenizer() if model is not None else None

@@ -39,20 +39,25 @@ class LoraSource(ModelSource):
         adapter_path: str | None = None,
         seed: int = 0,
     ) -> None:
+        """
+        Args:
+            base: Where the base model comes from (PretrainedModel, TinyModel, ...).
+            r: LoRA rank.
+            alpha: LoRA scaling numerator (the update is scaled by alpha / r).
+            dropout: Dropout on the LoRA branch's input.
+            target_modules: Module names to adapt (e.g. [q_proj, v_proj]) or "all-linear" (every linear layer
+                but the output head).
+            adapter_path: An existing adapter directory to continue training (its own r / alpha / targets then
+                apply).
+            seed: Seed of the fresh adapter's initialisation (A random, B zero).
+        """
         self.base = base
-        """Where the base model comes from (PretrainedModel, TinyModel, ...)."""
         self.r = r
-        """LoRA rank."""
         self.alpha = alpha
-        """LoRA scaling numerator (the update is scaled by alpha / r)."""
         self.dropout = dropout
-        """Dropout on the LoRA branch's input."""
         self.target_modules = target_modules
-        """Module names to adapt (e.g. [q_proj, v_proj]) or "all-linear" (every linear layer but the output head)."""
         self.adapter_path = adapter_path
-        """An existing adapter directory to continue training (its own r / alpha / targets then apply)."""
         self.seed = seed
-        """Seed of the fresh adapter's initialisation (A random, B zero)."""
 
     def load_model(self, dtype: str | None = None) -> nn.Module:
         from peft import LoraConfig, PeftModel, get_peft_model

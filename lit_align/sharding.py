@@ -54,9 +54,12 @@ class DecoderLayerPolicy(_module_wrap_policy()):
     """
 
     def __init__(self, suffix: str = "DecoderLayer") -> None:
+        """
+        Args:
+            suffix: Class-name suffix of the repeated blocks to wrap.
+        """
         super().__init__([])
         self.suffix = suffix
-        """Class-name suffix of the repeated blocks to wrap."""
 
     def _run_policy(self, root_module: nn.Module, ignored_modules, root_kwargs):
         self._module_classes = tuple({type(m) for m in root_module.modules() if type(m).__name__.endswith(self.suffix)})
@@ -85,6 +88,17 @@ class FSDP2Strategy(_model_parallel_strategy()):
         save_distributed_checkpoint: bool = True,
         process_group_backend: str | None = None,
     ) -> None:
+        """
+        Args:
+            data_parallel_size: Devices in the data-parallel (FSDP2 sharding) group; "auto": the whole world
+                (nodes x processes per node / tensor_parallel_size).
+            tensor_parallel_size: Devices in a tensor-parallel group; 1 (the default) is none, as
+                PreferenceModule applies no tensor parallelism.
+            save_distributed_checkpoint: True: each rank saves its own shard (a checkpoint folder with one file
+                per rank); False: the full weights and optimizer state are gathered on rank 0 into one file.
+            process_group_backend: torch.distributed backend (nccl, gloo); None: Lightning's default for the
+                device (nccl on CUDA, else gloo).
+        """
         super().__init__(data_parallel_size, tensor_parallel_size, save_distributed_checkpoint, process_group_backend)
 
     def setup_environment(self) -> None:

@@ -121,22 +121,25 @@ class JudgeClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
     ) -> None:
+        """
+        Args:
+            model: Judge model name as the endpoint knows it (e.g. gpt-4-0613, gpt-4-1106-preview).
+            base_url: OpenAI-compatible base URL, e.g. http://localhost:8000/v1 for ``vllm serve``.
+            api_key_env: NAME of the environment variable holding the key (the key itself is never stored).
+            max_concurrency: Requests in flight at once.
+            timeout: Seconds per request attempt before it is abandoned and retried.
+            max_retries: Retries after the first attempt on 429, 5xx, timeouts and dropped connections.
+            backoff_base: First backoff ceiling in seconds; doubles per retry (full jitter below the ceiling).
+            backoff_max: Largest backoff ceiling in seconds.
+        """
         self.model = model
-        """Judge model name as the endpoint knows it (e.g. gpt-4-0613, gpt-4-1106-preview)."""
         self.base_url = base_url
-        """OpenAI-compatible base URL, e.g. http://localhost:8000/v1 for ``vllm serve``."""
         self.api_key_env = api_key_env
-        """NAME of the environment variable holding the key (the key itself is never stored)."""
         self.max_concurrency = max_concurrency
-        """Requests in flight at once."""
         self.timeout = timeout
-        """Seconds per request attempt before it is abandoned and retried."""
         self.max_retries = max_retries
-        """Retries after the first attempt on 429, 5xx, timeouts and dropped connections."""
         self.backoff_base = backoff_base
-        """First backoff ceiling in seconds; doubles per retry (full jitter below the ceiling)."""
         self.backoff_max = backoff_max
-        """Largest backoff ceiling in seconds."""
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -18,6 +18,13 @@ class PairCollator:
     """Right-pads ``prompt + completion`` rows to a common length (a multiple of ``pad_to_multiple_of``)."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8) -> None:
+        """
+        Args:
+            pad_token_id: Token id written at padding positions (masked out); the data module passes the
+                tokenizer's pad id, else its EOS id.
+            pad_to_multiple_of: Round padded lengths up to this multiple (fewer distinct shapes); 1: no
+                rounding.
+        """
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
 

@@ -81,46 +81,54 @@ class PreferenceDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         collator: type[PairCollator] = PairCollator,
     ) -> None:
+        """
+        Args:
+            train_path: Training data: a .jsonl / .json / .parquet file, a save_to_disk folder, or a dataset
+                name.
+            val_path: Validation data (same kinds as train_path); if None, ``val_fraction`` of train is held
+                out.
+            val_fraction: Fraction of training rows held out for validation when no val_path is given (seeded).
+            format: Row format: auto (by keys), explicit, conversational or implicit (HH-RLHF transcripts).
+            train_split: Split name for dataset folders / names.
+            val_split: Split name of val_path for dataset folders / names.
+            chat_template: Wrap explicit string prompts in the tokenizer's chat template (conversational rows
+                always are).
+            assistant_marker: Implicit format: the prompt ends after the last occurrence of this marker.
+            max_length: Token budget of prompt + completion (see data/tokenize.py for the truncation policy).
+            max_prompt_length: Token budget of the prompt; longer prompts keep their end.
+            on_bad_row: error: stop at the first malformed row, naming file, line and field; skip: count and
+                drop it.
+            batch_size: Pairs per batch and device (each pair is two rows of the forward).
+            eval_batch_size: Pairs per validation batch.
+            num_workers: DataLoader worker processes.
+            pad_to_multiple_of: Round padded lengths up to this multiple (fewer distinct shapes).
+            limit: Use only the first N rows of each split (quick runs).
+            seed: Seed of the validation split and of the shuffling sampler.
+            tokenizer: Tokenizer (HF directory or name) to use when no PreferenceModule is attached (standalone
+                use); None: the attached module's tokenizer.
+            collator: Collation class, built with (pad_token_id, pad_to_multiple_of): padded pairs (default) or
+                a packed layout from lit_align.data.packing (PackedPairCollator, SharedPromptCollator).
+        """
         super().__init__()
         self.train_path = train_path
-        """Training data: a .jsonl / .json / .parquet file, a save_to_disk folder, or a dataset name."""
         self.val_path = val_path
-        """Validation data (same kinds as train_path); if None, ``val_fraction`` of train is held out."""
         self.val_fraction = val_fraction
-        """Fraction of training rows held out for validation when no val_path is given (seeded)."""
         self.format = format
-        """Row format: auto (by keys), explicit, conversational or implicit (HH-RLHF transcripts)."""
         self.train_split = train_split
-        """Split name for dataset folders / names."""
         self.val_split = val_split
-        """Split name of val_path for dataset folders / names."""
         self.chat_template = chat_template
-        """Wrap explicit string prompts in the tokenizer's chat template (conversational rows always are)."""
         self.assistant_marker = assistant_marker
-        """Implicit format: the prompt ends after the last occurrence of this marker."""
         self.max_length = max_length
-        """Token budget of prompt + completion (see data/tokenize.py for the truncation policy)."""
         self.max_prompt_length = max_prompt_length
-        """Token budget of the prompt; longer prompts keep their end."""
         self.on_bad_row = on_bad_row
-        """error: stop at the first malformed row, naming file, line and field; skip: count and drop it."""
         self.batch_size = batch_size
-        """Pairs per batch and device (each pair is two rows of the forward)."""
         self.eval_batch_size = eval_batch_size or batch_size
-        """Pairs per validation batch."""
         self.num_workers = num_workers
-        """DataLoader worker processes."""
         self.pad_to_multiple_of = pad_to_multiple_of
-        """Round padded lengths up to this multiple (fewer distinct shapes)."""
         self.limit = limit
-        """Use only the first N rows of each split (quick runs)."""
         self.seed = seed
-        """Seed of the validation split and of the shuffling sampler."""
         self.tokenizer_path = tokenizer
-        """Tokenizer to use when no PreferenceModule is attached (standalone use)."""
         self.collator = collator
-        """Collation class, built with (pad_token_id, pad_to_multiple_of): padded pairs (default) or a
-        packed layout from lit_align.data.packing (PackedPairCollator, SharedPromptCollator)."""
         self.counts: dict[str, Counter] = {}
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None

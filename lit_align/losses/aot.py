@@ -13,9 +13,13 @@ class _AOT(PairwiseLoss):
     """Shared hyper-parameters of the AOT losses (no f-divergence option: they sort raw log-ratios)."""
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
+        """
+        Args:
+            beta: Scale of each sorted difference ``d_k`` inside the (smoothed) log-sigmoid, as DPO's beta.
+            label_smoothing: Label smoothing e of the smoothed sigmoid, as in cDPO.
+        """
         super().__init__(beta)
         self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 0.5)
-        """Label smoothing e of the smoothed sigmoid, as in cDPO."""
 
     def smoothed(self, delta: Tensor) -> Tensor:
         z = self.beta * delta

@@ -123,9 +123,12 @@ class LossWrapper(PreferenceLoss):
     """
 
     def __init__(self, loss: PreferenceLoss) -> None:
+        """
+        Args:
+            loss: The wrapped loss.
+        """
         super().__init__()
         self.loss = loss
-        """The wrapped loss."""
 
     @property
     def requires_reference(self) -> bool:  # type: ignore[override]
@@ -194,11 +197,17 @@ class PairwiseLoss(PreferenceLoss):
     """
 
     def __init__(self, beta: float = 0.1, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the implicit reward ``beta * r``, the strength of the KL tie to the reference (0.1
+                typical for DPO; 0.01-0.02 best in Liu et al. 2024, arXiv 2407.13709).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__()
         self.beta = check_positive("beta", beta)
-        """Strength of the KL tie to the reference (0.1 typical; 0.01-0.02 best in Liu et al. 2024)."""
         self.divergence = divergence if divergence is not None else ReverseKL()
-        """f-divergence whose score replaces the log-ratio (default reverse KL, i.e. plain log-ratios)."""
 
     def log_ratios(self, policy: SequenceLogps, reference: SequenceLogps | None) -> tuple[Tensor, Tensor]:
         """``(rw, rl)``, each (B,): summed policy minus reference log-probs."""

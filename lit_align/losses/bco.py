@@ -22,9 +22,16 @@ class BCOPair(Float64State, PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, shift: bool = True, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the implicit rewards ``beta * r`` that are classified around ``delta``.
+            shift: Apply the running-mean shift delta (the paper's); False is the plain pairwise BCO.
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.shift = shift
-        """Apply the running-mean shift delta (the paper's); False is the plain pairwise BCO."""
         self.register_buffer("running_mean", torch.zeros((), dtype=torch.float64))
         """delta: mean of every training reward seen so far."""
         self.register_buffer("running_count", torch.zeros((), dtype=torch.float64))

@@ -16,11 +16,14 @@ class CPO(PreferenceLoss):
     requires_reference = False
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0) -> None:
+        """
+        Args:
+            beta: Scale of the summed log-prob margin.
+            alpha: Weight of the NLL term (1 in the paper).
+        """
         super().__init__()
         self.beta = check_positive("beta", beta)
-        """Scale of the summed log-prob margin."""
         self.alpha = check_non_negative("alpha", alpha)
-        """Weight of the NLL term (1 in the paper)."""
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         pw, pl = policy.chosen, policy.rejected  # (B,)

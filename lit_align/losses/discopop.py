@@ -16,9 +16,16 @@ class DiscoPOP(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.05, tau: float = 0.05, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the margin: ``z = beta * D``.
+            tau: Temperature of the modulation sigmoid (0.05 in the paper).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.tau = check_positive("tau", tau)
-        """Temperature of the modulation sigmoid (0.05 in the paper)."""
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
         z = self.beta * (chosen - rejected)  # (B,)

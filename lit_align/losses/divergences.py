@@ -40,11 +40,14 @@ class AlphaDivergence(Divergence):
     """
 
     def __init__(self, alpha: float = 0.5) -> None:
+        """
+        Args:
+            alpha: The divergence's ``a`` (0.5: halfway between forward and reverse KL).
+        """
         super().__init__()
         if not (math.isfinite(alpha) and alpha != 1):
             raise ValueError(f"alpha must be finite and != 1 (alpha = 1 is reverse KL: use ReverseKL), got {alpha}")
         self.alpha = alpha
-        """The divergence's ``a`` (0.5: halfway between forward and reverse KL)."""
 
     def forward(self, log_ratio: Tensor) -> Tensor:
         return torch.exp((self.alpha - 1) * log_ratio) / (self.alpha - 1)

@@ -18,9 +18,17 @@ class DPO(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Strength of the KL tie to the reference: the implicit reward is ``beta * log(pi / pi_ref)``
+                (0.1 typical; 0.01-0.02 best in Liu et al. 2024, arXiv 2407.13709).
+            label_smoothing: cDPO's assumed label-flip probability e, in [0, 0.5).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 0.5)
-        """cDPO's assumed label-flip probability e, in [0, 0.5)."""
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
         z = self.beta * (chosen - rejected)  # (B,)
@@ -35,9 +43,17 @@ class RobustDPO(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, label_noise: float = 0.1, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Strength of the KL tie to the reference: the implicit reward is ``beta * log(pi / pi_ref)``
+                (0.1 typical; 0.01-0.02 best in Liu et al. 2024, arXiv 2407.13709).
+            label_noise: Assumed probability e that a pair's labels are flipped, in [0, 0.5).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.label_noise = check_in_range("label_noise", label_noise, 0.0, 0.5)
-        """Assumed probability e that a pair's labels are flipped, in [0, 0.5)."""
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
         z = self.beta * (chosen - rejected)  # (B,)

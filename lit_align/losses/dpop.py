@@ -19,9 +19,16 @@ class DPOP(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, lam: float = 50.0, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the penalised margin ``D - lam * max(0, qw - pw)``, as DPO's beta.
+            lam: Penalty weight lambda (50 in the paper; results insensitive over 5..500). 0 is DPO.
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.lam = check_non_negative("lam", lam)
-        """Penalty weight lambda (50 in the paper; results insensitive over 5..500). 0 is DPO."""
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
         penalty = torch.clamp(-chosen, min=0)  # (B,) max(0, qw - pw)

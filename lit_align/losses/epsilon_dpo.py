@@ -29,10 +29,15 @@ class EpsilonDPO(Float64State):
     """
 
     def __init__(self, beta: float = 0.01, eps: float = 0.01) -> None:
+        """
+        Args:
+            beta: Initial baseline beta (0.01 in the paper); it then moves by a factor 1 / (1 + eps * mean(s))
+                after each optimizer step and is checkpointed.
+            eps: Logit-mixing perturbation size (0.01 in the paper); also the per-step beta change.
+        """
         super().__init__()
         check_positive("beta", beta)
         self.eps = check_positive("eps", eps)
-        """Logit-mixing perturbation size (0.01 in the paper); also the per-step beta change."""
         if self.eps >= 1:
             raise ValueError(f"eps must be < 1 (beta / (1 - eps) must stay positive), got {eps}")
         self.register_buffer("baseline_beta", torch.tensor(float(beta), dtype=torch.float64))

@@ -19,11 +19,18 @@ class EXOPair(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, eps: float = 1e-3, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the margin: ``z = beta * D``.
+            eps: Label smoothing of the target distribution (1e-3 in the paper and TRL).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         if not 0 < eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = eps
-        """Label smoothing of the target distribution (1e-3 in the paper and TRL)."""
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:
         z = self.beta * (chosen - rejected)  # (B,)

@@ -46,11 +46,16 @@ class LengthDesensitized(LossWrapper):
     """
 
     def __init__(self, loss: PreferenceLoss, alpha: float = 0.5, reference_too: bool = False) -> None:
+        """
+        Args:
+            loss: The loss that sees the desensitised log-probs (``DPO`` for LD-DPO proper; any loss of summed
+                log-probs).
+            alpha: Weight of tokens past the shorter completion, in [0, 1]; 1 is the wrapped loss unchanged.
+            reference_too: Also reweight the reference's log-probs (needs per-token reference log-probs).
+        """
         super().__init__(loss)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0, high_inclusive=True)
-        """Weight of tokens past the shorter completion, in [0, 1]; 1 is the wrapped loss unchanged."""
         self.reference_too = reference_too
-        """Also reweight the reference's log-probs (needs per-token reference log-probs)."""
 
     @property
     def logps_request(self) -> LogpsRequest:

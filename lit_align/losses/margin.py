@@ -18,9 +18,17 @@ class IPO(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, length_normalized: bool = True, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Sets the margin target ``1 / (2 beta)``: larger beta, smaller target, a tighter tie to the
+                reference.
+            length_normalized: Divide each log-ratio by its completion length (True) or use sums (False).
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.length_normalized = length_normalized
-        """Divide each log-ratio by its completion length (True) or use sums (False)."""
 
     def log_ratios(self, policy: SequenceLogps, reference: SequenceLogps | None) -> tuple[Tensor, Tensor]:
         rw, rl = super().log_ratios(policy, reference)

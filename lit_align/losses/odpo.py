@@ -19,9 +19,16 @@ class ODPO(PairwiseLoss):
     """
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the margin ``D``, as DPO's beta.
+            alpha: Scale of the offset (1 in the paper); 0 is DPO.
+            divergence: f-divergence whose score ``f'(pi / pi_ref)`` replaces each log-ratio (f-DPO, arXiv
+                2309.16240: ``ForwardKL``, ``JensenShannon``, ``AlphaDivergence``); None: reverse KL, the
+                log-ratio itself.
+        """
         super().__init__(beta, divergence)
         self.alpha = check_non_negative("alpha", alpha)
-        """Scale of the offset (1 in the paper); 0 is DPO."""
 
     def offsets(self, batch: PreferenceBatch) -> Tensor:
         """``alpha * log(score_w - score_l)``, (B,)."""

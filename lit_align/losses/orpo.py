@@ -25,9 +25,12 @@ class ORPO(PreferenceLoss):
     requires_reference = False
 
     def __init__(self, lam: float = 0.1) -> None:
+        """
+        Args:
+            lam: Weight of the odds-ratio term (0.1 in the paper; TRL calls it beta).
+        """
         super().__init__()
         self.lam = check_non_negative("lam", lam)
-        """Weight of the odds-ratio term (0.1 in the paper; TRL calls it beta)."""
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         pw, pl = policy.chosen_mean, policy.rejected_mean  # (B,) mean token log-probs, < 0

@@ -23,6 +23,14 @@ class PosteriorDPO(DPO):
     requires_reference = False
 
     def __init__(self, beta: float = 100.0, label_smoothing: float = 0.0, divergence: Divergence | None = None) -> None:
+        """
+        Args:
+            beta: Scale of the reward ``beta * log pi(y|x)`` on summed log-probs (the study's best was about
+                100).
+            label_smoothing: cDPO's assumed label-flip probability e, in [0, 0.5); 0 is no smoothing.
+            divergence: f-divergence whose score replaces each log-probability (see ``DPO``); None: the
+                log-probability itself.
+        """
         super().__init__(beta, label_smoothing, divergence)
 
     def log_ratios(self, policy: SequenceLogps, reference: SequenceLogps | None) -> tuple[Tensor, Tensor]:

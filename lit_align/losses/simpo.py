@@ -17,11 +17,14 @@ class SimPO(PreferenceLoss):
     requires_reference = False
 
     def __init__(self, beta: float = 2.0, gamma: float = 1.0) -> None:
+        """
+        Args:
+            beta: Reward scale on the mean token log-prob.
+            gamma: Target reward margin (gamma/beta 0.3..0.5 in the paper).
+        """
         super().__init__()
         self.beta = check_positive("beta", beta)
-        """Reward scale on the mean token log-prob."""
         self.gamma = check_non_negative("gamma", gamma)
-        """Target reward margin (gamma/beta 0.3..0.5 in the paper)."""
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         pw, pl = policy.chosen_mean, policy.rejected_mean  # (B,)

@@ -20,6 +20,12 @@ class WeightedLoss(PreferenceLoss):
     """
 
     def __init__(self, losses: list[PreferenceLoss], weights: list[float] | None = None) -> None:
+        """
+        Args:
+            losses: The losses to sum (class_path entries), in order; each is logged under its lower-cased class
+                name.
+            weights: One weight per loss (default 1 each).
+        """
         super().__init__()
         if not losses:
             raise ValueError("WeightedLoss needs at least one loss")
@@ -32,7 +38,6 @@ class WeightedLoss(PreferenceLoss):
         self.terms = nn.ModuleList(losses)
         """The losses to sum."""
         self.weights = weights
-        """One weight per loss (default 1 each)."""
         self.names = self._term_names(losses)
 
     @staticmethod

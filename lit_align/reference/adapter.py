@@ -29,9 +29,12 @@ class AdapterDisabledReference(ReferenceStrategy):
     """The PEFT policy with its adapter switched off (or held at its loaded weights) as the reference."""
 
     def __init__(self, keep_initial_adapter: bool | None = None) -> None:
+        """
+        Args:
+            keep_initial_adapter: Reference = the adapter as loaded (True) or no adapter (False); null: True iff
+                the policy continues an existing adapter (``LoraSource.adapter_path``).
+        """
         self.keep_initial_adapter = keep_initial_adapter
-        """Reference = the adapter as loaded (True) or no adapter (False); null: True iff the policy continues an
-        existing adapter (``LoraSource.adapter_path``)."""
         self.initial: dict[str, torch.Tensor] | None = None
         """The adapter's starting weights (only when keeping the initial adapter)."""
 

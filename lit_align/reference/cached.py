@@ -87,16 +87,19 @@ class CachedReference(ReferenceStrategy):
         batch_size: int = 16,
         unconditional: bool = False,
     ) -> None:
+        """
+        Args:
+            source: A ModelSource for the reference; None uses the policy's starting weights.
+            dtype: Dtype the reference runs in while filling the cache (default: the policy's).
+            cache_dir: Directory of the cache files (shared by runs that should reuse them).
+            batch_size: Pairs per reference forward while filling the cache.
+            unconditional: Score each response without its prompt (log p(y), the study's likelihood reward).
+        """
         self.source = source
-        """A ModelSource for the reference; None uses the policy's starting weights."""
         self.dtype = dtype
-        """Dtype the reference runs in while filling the cache (default: the policy's)."""
         self.cache_dir = cache_dir
-        """Directory of the cache files (shared by runs that should reuse them)."""
         self.batch_size = batch_size
-        """Pairs per reference forward while filling the cache."""
         self.unconditional = unconditional
-        """Score each response without its prompt (log p(y), the study's likelihood reward)."""
         self.tables: dict[str, torch.Tensor] = {}
         """Per split: (N, 2) float32 log-probs (chosen, rejected), indexed by pair index."""
         self.status: dict[str, str] = {}

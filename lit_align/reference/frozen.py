@@ -50,10 +50,13 @@ class FrozenReference(ReferenceStrategy):
     """Name of the reference model in ``module.references``."""
 
     def __init__(self, source: ModelSource | None = None, dtype: str | None = None) -> None:
+        """
+        Args:
+            source: A ModelSource for the reference; None copies the policy at the start of training.
+            dtype: Dtype of the reference weights (default: the policy's).
+        """
         self.source = source
-        """A ModelSource for the reference; None copies the policy at the start of training."""
         self.dtype = dtype
-        """Dtype of the reference weights (default: the policy's)."""
 
     def build(self, module) -> nn.Module:
         return build_reference_model(module, self.source, self.dtype)

@@ -82,15 +82,24 @@ class MovingReference(FrozenReference):
     checkpoint_weights = True
 
     def __init__(self, alpha: float = 0.6, tau: int = 512, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
+        """
+        Args:
+            alpha: Weight of the policy in each update: 1 copies it (hard sync), < 1 is a soft EMA update (0.6
+                in TR-DPO).
+            tau: Optimizer steps between updates (after gradient accumulation); the first update is at step tau
+                (512 in TR-DPO).
+            source: A ModelSource for the reference's starting weights (same architecture as the policy); None:
+                the policy's start.
+            dtype: Dtype of the reference weights and forward; float32 by default (fp32 master weights: in bf16
+                a small-alpha update rounds to no change); None: the policy's.
+        """
         super().__init__(source=source, dtype=dtype)
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1] (1 = hard sync), got {alpha}")
         if tau < 1:
             raise ValueError(f"tau must be a positive number of optimizer steps, got {tau}")
         self.alpha = alpha
-        """Weight of the policy in each update: 1 copies it (hard sync), < 1 is a soft EMA update."""
         self.tau = tau
-        """Optimizer steps between updates (after gradient accumulation); the first update is at step tau."""
         self.updates = 0
         """Updates applied so far (checkpointed)."""
         self.last_step = 0
@@ -132,6 +141,17 @@ class EMAReference(MovingReference):
     """Soft update every step by default: ``theta_ref <- alpha * theta + (1 - alpha) * theta_ref``."""
 
     def __init__(self, alpha: float = 0.01, tau: int = 1, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
+        """
+        Args:
+            alpha: Weight of the policy in each update (small: a slow exponential moving average); 1 would copy
+                it.
+            tau: Optimizer steps between updates (1: after every optimizer step, counted after gradient
+                accumulation).
+            source: A ModelSource for the reference's starting weights (same architecture as the policy); None:
+                the policy's start.
+            dtype: Dtype of the reference weights and forward; float32 by default (fp32 master weights: in bf16
+                a small-alpha update rounds to no change); None: the policy's.
+        """
         super().__init__(alpha=alpha, tau=tau, source=source, dtype=dtype)
 
 
@@ -139,4 +159,12 @@ class SyncReference(MovingReference):
     """Hard periodic sync: the reference becomes a copy of the policy every ``tau`` optimizer steps."""
 
     def __init__(self, tau: int = 512, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
+        """
+        Args:
+            tau: Optimizer steps between hard syncs (counted after gradient accumulation); the first sync is at
+                step tau (512 in TR-DPO).
+            source: A ModelSource for the reference's starting weights (same architecture as the policy); None:
+                the policy's start.
+            dtype: Dtype of the reference weights and forward (float32 by default); None: the policy's.
+        """
         super().__init__(alpha=1.0, tau=tau, source=source, dtype=dtype)

@@ -60,20 +60,24 @@ class MultiReference(_ReferenceEnsemble):
     def __init__(
         self, sources: list[ModelSource | None] | None = None, weights: list[float] | None = None, adaptive: bool = False, dtype: str | None = None
     ) -> None:
+        """
+        Args:
+            sources: ModelSources of the references; an entry ``null`` is the policy's starting weights.
+            weights: Fixed weights, one per source (normalised to sum 1); default equal.
+            adaptive: Per-pair weights ``w_k`` proportional to ``1 / (|l_kw - l_kl| + 1e-6)`` (MRPO's adaptive weight for
+                K = 2) instead of fixed ones.
+            dtype: Dtype of the reference weights (default: the policy's).
+        """
         sources = list(sources) if sources else [None]
         super().__init__(sources, dtype)
         self.sources: list = sources
-        """ModelSources of the references; an entry ``null`` is the policy's starting weights."""
         if adaptive and weights is not None:
             raise ValueError("give either fixed weights or adaptive: true, not both")
         if weights is not None and (len(weights) != len(sources) or any(w <= 0 for w in weights)):
             raise ValueError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
         self.weights = weights
-        """Fixed weights, one per source (normalised to sum 1); default equal."""
         self.adaptive = adaptive
-        """Per-pair weights from each reference's margin instead of fixed ones."""
         self.dtype = dtype
-        """Dtype of the reference weights (default: the policy's)."""
 
     def log_weights(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """(K, B) log weights (each column sums to 1 in probability)."""
@@ -106,19 +110,24 @@ class MRPOReference(_ReferenceEnsemble):
     """
 
     def __init__(self, source: ModelSource | None = None, eta: float = 0.1, weight: float | None = None, dtype: str | None = None) -> None:
+        """
+        Args:
+            source: Reference 1 (another model with the policy's tokenizer; null: the policy's start as well).
+            eta: Clipping band: reference 1 stays within relative distance eta of reference 2 (0.1 in the
+                paper).
+            weight: Fixed weight ``a`` in [0, 1]; null (default): the paper's adaptive per-pair
+                ``a = |l1w - l1l| / (|l1w - l1l| + |l2w - l2l| + 1e-6)``.
+            dtype: Dtype of both reference models (default: the policy's).
+        """
         super().__init__([source, None], dtype)
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         if weight is not None and not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1] (or null for adaptive), got {weight}")
         self.source = source
-        """Reference 1 (another model with the policy's tokenizer; null: the policy's start as well)."""
         self.eta = eta
-        """Clipping band: reference 1 stays within relative distance eta of reference 2 (0.1 in the paper)."""
         self.weight = weight
-        """Fixed weight a; null (default) uses the paper's adaptive per-pair weight."""
         self.dtype = dtype
-        """Dtype of both reference models (default: the policy's)."""
 
     def combine(self, per_reference: list[SequenceLogps]) -> SequenceLogps:
         ref1, ref2 = per_reference
