@@ -49,5 +49,10 @@ class LikelihoodDPO(DPO):
     """Marks that the reference log-probs must be computed without the prompt."""
 
     def __init__(self, beta: float = 0.01, label_smoothing: float = 0.0, divergence: Divergence | None = None) -> None:
-        # 0.01: the study's best beta for this objective (its beta sweep's best range, 0.01-0.02)
+        """
+        Args:
+            beta: Scale of the likelihood-ratio reward ``log pi(y|x) - log p(y)``; 0.01, the study's best.
+            label_smoothing: cDPO's assumed label-flip probability e, in [0, 0.5).
+            divergence: f-divergence whose score replaces each log-ratio (as in DPO); None: the log-ratio itself.
+        """
         super().__init__(beta, label_smoothing, divergence)
