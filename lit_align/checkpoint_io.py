@@ -58,6 +58,8 @@ def save_atomic(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)  # a failed write leaves the previous file, and no litter
         raise
     fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
