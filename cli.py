@@ -75,6 +75,17 @@ class AlignCLI(LightningCLI):
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
 
+    def instantiate_classes(self) -> None:
+        # jsonargparse reports a failed instantiation with the whole offending value (a task list with
+        # its base_url, say): mask credentials and drop the chained original, which holds them too
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            message = redact_text(str(err))
+            if message == str(err):
+                raise
+            raise type(err)(message) from None
+
     def instantiate_trainer(self, **kwargs):
         if self.subcommand != "evaluate":
             return super().instantiate_trainer(**kwargs)

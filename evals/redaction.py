@@ -35,6 +35,7 @@ _PREFIXED = re.compile(
     r"|github_pat_[A-Za-z0-9_]{30,}|xox[abposr]-[A-Za-z0-9\-]{10,}|glpat-[A-Za-z0-9_\-]{20,}|AKIA[A-Z0-9]{16}|AIza[A-Za-z0-9_\-]{35})"
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_FIELD = re.compile(r"(?P<name>['\"]?\b[\w\-]*_env['\"]?\s*[:=]\s*['\"]?)(?P<value>[^'\"\s,}\]]+)", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:
@@ -42,6 +43,8 @@ def redact_text(text: str) -> str:
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _QUERY.sub(lambda m: f"{m['name']}{MASK}", text)
     text = _NAMED.sub(lambda m: m["name"] + MASK, text)  # "api_key_env: NAME" does not match: the name must end there
+    # ...but a key typed into api_key_env (or any *_env field) in place of a variable name is masked
+    text = _ENV_FIELD.sub(lambda m: m[0] if is_env_var_name(m["value"]) else m["name"] + MASK, text)
     return _PREFIXED.sub(MASK, text)
 
 
