@@ -22,6 +22,10 @@ CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps"
 at the end, so a run killed mid-epoch resumes with ``--ckpt_path <run>/checkpoints/last.ckpt``
 (bit-exactly: tests/test_kill_resume.py). Large models: raise ``checkpoint.every_n_train_steps``."""
 
+EVALUATION_FOLDERS = {"evaluate": "eval", "validate": "validate", "test": "test", "predict": "predict"}
+"""Subcommands that read a fit's config but must not write over its files, and the folder of the run
+directory their own versions go to (``<run>/eval/version_0`` ...)."""
+
 NOT_SAVED = ("overwrite",)
 """Switches of one invocation, left out of the saved config.yaml (a rerun from it must opt in again)."""
 
@@ -87,17 +91,19 @@ class AlignCLI(LightningCLI):
             raise type(err)(message) from None
 
     def instantiate_trainer(self, **kwargs):
-        if self.subcommand != "evaluate":
+        folder = EVALUATION_FOLDERS.get(self.subcommand)
+        if folder is None:
             return super().instantiate_trainer(**kwargs)
-        # Evaluate reads a fit's config, whose logger points at the fit's run directory: log (config.yaml,
-        # hparams.yaml, metrics.csv) and write results into <run>/eval/version_N instead (or --output_dir).
+        # These read a fit's config, whose logger points at the fit's run directory: log (config.yaml,
+        # hparams.yaml, metrics.csv) and write results into <run>/<folder>/version_N instead (or --output_dir).
         from lightning.pytorch.loggers import CSVLogger
 
         trainer_config = self._get(self.config_init, "trainer", default={})
         logger = trainer_config.get("logger")
         subcommand = self.config_init[self.subcommand]
-        target = evaluation_dir(logger, trainer_config.get("default_root_dir"), subcommand.get("output_dir"))
-        subcommand["output_dir"] = str(target)
+        target = evaluation_dir(logger, trainer_config.get("default_root_dir"), subcommand.get("output_dir"), folder)
+        if "output_dir" in subcommand:
+            subcommand["output_dir"] = str(target)
         if logger is False or logger is None:
             kwargs["default_root_dir"] = str(target)
         else:

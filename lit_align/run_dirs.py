@@ -8,7 +8,8 @@
 - ``cli.py evaluate --config <run>/config.yaml`` reads the fit's config, logger included, but writes
   (its own config.yaml, hparams.yaml, metrics.csv and results.json) into ``<run>/eval/version_N``,
   the next free number, so a second evaluation keeps the first; ``--output_dir`` names the folder
-  instead (a rerun into the same folder resumes judge caches and replaces its results).
+  instead (a rerun into the same folder resumes judge caches and replaces its results). ``validate``,
+  ``test`` and ``predict`` likewise log into ``<run>/validate/version_N`` (``test/``, ``predict/``).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def logger_run_dir(logger: Any, default_root_dir: str | None) -> Path:
     return Path(getattr(logger, "log_dir", None) or logger.save_dir or default_root_dir or os.getcwd())
 
 
-def evaluation_dir(logger: Any, default_root_dir: str | None, output_dir: str | None) -> Path:
-    """Where an evaluation writes: ``output_dir``, else ``<run>/eval/version_N``; never into a fit's run directory."""
-    target = Path(output_dir) if output_dir else next_version(logger_run_dir(logger, default_root_dir) / "eval")
+def evaluation_dir(logger: Any, default_root_dir: str | None, output_dir: str | None, folder: str = "eval") -> Path:
+    """Where an evaluation writes: ``output_dir``, else ``<run>/<folder>/version_N``; never into a fit's run directory."""
+    target = Path(output_dir) if output_dir else next_version(logger_run_dir(logger, default_root_dir) / folder)
     if (target / "checkpoints").exists() or (target / "hf").exists():
         raise ValueError(f"evaluate would write into {target}, a fit's run directory (it holds checkpoints/ or hf/); "
                          f"give another --output_dir")

@@ -46,6 +46,9 @@ def test_evaluate_with_the_fits_config_leaves_the_fit_untouched_and_keeps_both_r
         assert (run / "eval" / f"version_{i}" / "config.yaml").is_file()
         assert (run / "eval" / f"version_{i}" / "metrics.csv").is_file()
 
+    cli.main(["validate", "--config", str(run / "config.yaml")])  # validate (test, predict) alike
+    assert snapshot(run) == before and "val/loss" in (run / "validate" / "version_0" / "metrics.csv").read_text()
+
     with pytest.raises(ValueError, match="a fit's run directory"):  # --output_dir may not point at the run itself
         cli.main(["evaluate", "--config", str(run / "config.yaml"), "--output_dir", str(run)])
     assert snapshot(run) == before
