@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snapshot(run: Path) -> dict[str, str]:
-    """sha256 of every file of the run directory, its evaluations left out."""
+    """sha256 of every file of the run directory, its evaluations (eval/, validate/) left out."""
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file() and p.relative_to(run).parts[0] != "eval"}
+            for p in sorted(run.rglob("*")) if p.is_file() and p.relative_to(run).parts[0] not in ("eval", "validate")}
 
 
 def test_evaluate_with_the_fits_config_leaves_the_fit_untouched_and_keeps_both_results(tmp_path, sort_task):
