@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from evals.redaction import redact, redact_text
+from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.module import PreferenceModule
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer
@@ -35,6 +36,7 @@ class RedactingArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):
         return super().error(redact_text(message), ex)
+
 
 class RedactingSaveConfig(SaveConfigCallback):
     """Saves the resolved config of each run (``config.yaml`` in the run dir) with secrets removed."""
@@ -89,6 +91,7 @@ class AlignCLI(LightningCLI):
             if message == str(err):
                 raise
             raise type(err)(message) from None
+        redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
 
     def instantiate_trainer(self, **kwargs):
         folder = EVALUATION_FOLDERS.get(self.subcommand)

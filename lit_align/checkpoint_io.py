@@ -62,6 +62,21 @@ def save_atomic(obj: Any, path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def redact_hyperparameters(*objects: Any) -> None:
+    """Mask credentials in the saved hyper-parameters of modules / data modules, in place.
+
+    Lightning writes them to ``hparams.yaml`` (``hparams_initial``) and into every checkpoint
+    (``hparams``); the objects are already built, so the records need not keep a key.
+    """
+    for obj in objects:
+        for attr in ("_hparams", "_hparams_initial"):
+            hparams = getattr(obj, attr, None)
+            if hparams:
+                clean = redact(dict(hparams))
+                hparams.clear()
+                hparams.update(clean)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose saves are atomic and whose hyper-parameters carry no credentials."""
 

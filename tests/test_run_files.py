@@ -138,3 +138,24 @@ def test_checkpoint_hyper_parameters_carry_no_credentials(tmp_path):
                                           "state_dict": {}}, path)
     assert b"PLANTED" not in path.read_bytes()
     assert torch.load(path)["hyper_parameters"] == {"url": "http://***@h/v1", "n": 1, "api_key": None}
+
+
+def test_logged_hyper_parameters_carry_no_credentials(tmp_path):
+    """hparams.yaml is written from ``hparams_initial``; the CLI masks both records after building."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lit_align.checkpoint_io import redact_hyperparameters
+
+    class Module(L.LightningModule):
+        def __init__(self, source: str = "", n: int = 1) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    module = Module(source="https://u:PLANTED-KEY-3@h/model")
+    redact_hyperparameters(module, None)
+    logger = CSVLogger(tmp_path, name="", version="")
+    logger.log_hyperparams(module.hparams_initial)
+    logger.save()
+    assert "PLANTED" not in (tmp_path / "hparams.yaml").read_text()
+    assert module.hparams == {"source": "https://***@h/model", "n": 1}
