@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evals.redaction import redact
+
 
 class EvalTask:
     """Base class of an evaluation, chosen in YAML by ``class_path``.
@@ -52,10 +54,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+def write_json_atomic(path: Path, payload: Any, redacted: bool = False) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file.
+
+    With ``redacted``, credentials inside strings (URLs with ``user:KEY@``, ``?api_key=``,
+    provider-prefixed keys) are masked first (results.json: settings and errors, which get shared;
+    per-item files keep model text exactly as generated).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    if redacted:
+        payload = redact(json.loads(json.dumps(payload, default=str)), by_name=False)  # plain types: every string reached
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
     os.replace(tmp, path)
 
@@ -116,13 +125,13 @@ def run_suite(
                 metrics = task.run(model, tokenizer, output_dir / task.name)
             except TaskSkipped as reason:
                 results["skipped"][task.name] = str(reason)
-                write_json_atomic(output_dir / "results.json", results)
+                write_json_atomic(output_dir / "results.json", results, redacted=True)
                 continue
             results["metrics"].update({f"{task.name}/{k}": v for k, v in metrics.items()})
             results["tasks"][task.name] = {"config": task.describe(), "seconds": round(time.perf_counter() - started, 2)}
-            write_json_atomic(output_dir / "results.json", results)
+            write_json_atomic(output_dir / "results.json", results, redacted=True)
     finally:
         model.train(was_training)
     results["complete"] = True
-    write_json_atomic(output_dir / "results.json", results)
+    write_json_atomic(output_dir / "results.json", results, redacted=True)
     return results

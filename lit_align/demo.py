@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = write_task(out / "data", train=4000, val=200, test=500)
     configs = REPO / "configs" / "demo"
     common = [f"--data.init_args.train_path={data['train']}", f"--data.init_args.val_path={data['val']}",
-              f"--trainer.logger.init_args.save_dir={out}", f"--seed_everything={args.seed}"]
+              f"--trainer.logger.init_args.save_dir={out}", f"--seed_everything={args.seed}",
+              "--overwrite=true"]  # a rerun of the demo replaces the previous demo's runs (a user's second fit would stop)
     sft = ["fit", "--config", str(configs / "sft.yaml"), *common, f"--model.model.init_args.seed={args.seed}"]
     sft += [f"--trainer.max_steps={args.sft_steps}"] if args.sft_steps else []
     run(cli.main, *sft)

@@ -68,7 +68,8 @@ def fit_one(config: str, beta: float, out: Path, extra: list[str], force: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     layer = run_dir / "override.yaml"
     layer.write_text(yaml.safe_dump(override(beta, out), sort_keys=False))
-    command = [sys.executable, str(REPO / "cli.py"), "fit", "--config", config, "--config", str(layer), *extra]
+    # --overwrite: an interrupted (or forced) beta is re-run from scratch into its own folder
+    command = [sys.executable, str(REPO / "cli.py"), "fit", "--config", config, "--config", str(layer), "--overwrite=true", *extra]
     print(f"[sweep] beta {beta:g}: {' '.join(command)}", flush=True)
     result = subprocess.run(command)
     if result.returncode != 0:

@@ -25,7 +25,21 @@ def load_policy_weights(module, hf_dir: str) -> None:
 
 
 class AlignTrainer(L.Trainer):
-    """A Lightning Trainer with ``evaluate``: held-out preference metrics plus an evaluation suite."""
+    """A Lightning Trainer with ``evaluate``: held-out preference metrics plus an evaluation suite.
+
+    Checkpoint files are written atomically (``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces
+    the strategy's default ``TorchCheckpointIO``; a plugin given explicitly is kept).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        from lit_align.checkpoint_io import AtomicCheckpointIO
+
+        current = getattr(self.strategy, "_checkpoint_io", None)
+        if current is None or type(current) is TorchCheckpointIO:
+            self.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def evaluate(
         self,
@@ -46,7 +60,8 @@ class AlignTrainer(L.Trainer):
                 HF directory the policy weights come from it and the reference from the config.
             weights_only: passed to ``torch.load`` for Lightning checkpoints.
             tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
-            output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``).
+            output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``; ``cli.py
+                evaluate`` always passes one: ``<fit run>/eval/version_N`` or its ``--output_dir``).
         """
         from evals import run_suite
 

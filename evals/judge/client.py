@@ -7,7 +7,10 @@ AWS Architecture Blog, 2015), honouring ``Retry-After``. Every answered request 
 ``JudgeCache`` before it is returned, so reruns and restarts send no request twice.
 
 The API key is read from the environment variable *named* by ``api_key_env`` at request time; it is
-never stored on the object, in caches, results or logs.
+never stored on the object, in caches, results or logs. A key written in ``api_key`` or typed into
+``api_key_env`` is refused without being echoed, and credentials inside ``base_url``
+(``http://user:KEY@host``, ``?api_key=KEY``) are sent to the endpoint but masked in ``describe()`` and
+in error messages (``evals.redaction``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
 from evals.judge.cache import JudgeCache, request_key
+from evals.redaction import is_env_var_name, redact_text
 
 T = TypeVar("T")
 
@@ -120,6 +124,7 @@ class JudgeClient:
         max_retries: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        api_key: str | None = None,
     ) -> None:
         """
         Args:
@@ -131,7 +136,15 @@ class JudgeClient:
             max_retries: Retries after the first attempt on 429, 5xx, timeouts and dropped connections.
             backoff_base: First backoff ceiling in seconds; doubles per retry (full jitter below the ceiling).
             backoff_max: Largest backoff ceiling in seconds.
+            api_key: Not accepted: present only so that a key written into a config is refused (without being
+                echoed); use api_key_env.
         """
+        if api_key is not None:  # accepted as a parameter only to refuse it clearly (and without echoing it)
+            raise ValueError("JudgeClient: api_key is not accepted (config files get saved and shared); put the key in an "
+                             "environment variable and give the variable's NAME as api_key_env, e.g. api_key_env: OPENAI_API_KEY")
+        if not is_env_var_name(api_key_env):
+            raise ValueError("JudgeClient: api_key_env must be the NAME of an environment variable holding the key (like "
+                             "OPENAI_API_KEY); the value given is not a variable name or looks like a key itself, so it is not shown")
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -142,7 +155,8 @@ class JudgeClient:
         self.backoff_max = backoff_max
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        """Settings for results.json: credentials inside ``base_url`` are masked."""
+        return {k: redact_text(v) if isinstance(v, str) else v for k, v in vars(self).items() if not k.startswith("_")}
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -203,14 +217,14 @@ class JudgeClient:
                     cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
                     return answer
                 except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                    error = f"{type(err).__name__}: {err}"
+                    error = redact_text(f"{type(err).__name__}: {err}")  # may quote the URL
                 except openai.APIStatusError as err:
                     error = f"HTTP {err.status_code}: {type(err).__name__}"
                     if err.status_code != 429 and err.status_code < 500:
                         break  # 400/401/404 ... will not get better by asking again
                     retry_after = _retry_after(err)
                 except (openai.APIResponseValidationError, ValueError, IndexError, AttributeError) as err:
-                    error = f"malformed response: {type(err).__name__}: {err}"
+                    error = redact_text(f"malformed response: {type(err).__name__}: {err}")
             if attempt < self.max_retries:
                 stats.retries += 1
                 await asyncio.sleep(self.backoff(attempt, retry_after))
