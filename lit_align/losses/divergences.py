@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Divergence, ReverseKL
 
 
@@ -42,7 +43,7 @@ class AlphaDivergence(Divergence):
     def __init__(self, alpha: float = 0.5) -> None:
         super().__init__()
         if not (math.isfinite(alpha) and alpha != 1):
-            raise ValueError(f"alpha must be finite and != 1 (alpha = 1 is reverse KL: use ReverseKL), got {alpha}")
+            raise ConfigError(f"alpha must be finite and != 1 (alpha = 1 is reverse KL: use ReverseKL), got {alpha}")
         self.alpha = alpha
         """The divergence's ``a`` (0.5: halfway between forward and reverse KL)."""
 

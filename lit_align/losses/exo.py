@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Divergence, PairwiseLoss, logsigmoid
 
 
@@ -21,7 +22,7 @@ class EXOPair(PairwiseLoss):
     def __init__(self, beta: float = 0.1, eps: float = 1e-3, divergence: Divergence | None = None) -> None:
         super().__init__(beta, divergence)
         if not 0 < eps < 0.5:
-            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+            raise ConfigError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = eps
         """Label smoothing of the target distribution (1e-3 in the paper and TRL)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy
@@ -65,9 +66,9 @@ class MultiReference(_ReferenceEnsemble):
         self.sources: list = sources
         """ModelSources of the references; an entry ``null`` is the policy's starting weights."""
         if adaptive and weights is not None:
-            raise ValueError("give either fixed weights or adaptive: true, not both")
+            raise ConfigError("give either fixed weights or adaptive: true, not both")
         if weights is not None and (len(weights) != len(sources) or any(w <= 0 for w in weights)):
-            raise ValueError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
+            raise ConfigError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
         self.weights = weights
         """Fixed weights, one per source (normalised to sum 1); default equal."""
         self.adaptive = adaptive
@@ -108,9 +109,9 @@ class MRPOReference(_ReferenceEnsemble):
     def __init__(self, source: ModelSource | None = None, eta: float = 0.1, weight: float | None = None, dtype: str | None = None) -> None:
         super().__init__([source, None], dtype)
         if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
+            raise ConfigError(f"eta must be >= 0, got {eta}")
         if weight is not None and not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1] (or null for adaptive), got {weight}")
+            raise ConfigError(f"weight must be in [0, 1] (or null for adaptive), got {weight}")
         self.source = source
         """Reference 1 (another model with the policy's tokenizer; null: the policy's start as well)."""
         self.eta = eta
