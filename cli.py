@@ -8,7 +8,9 @@ Errors (``run``, the entry point): a problem with the input (a setting, an impos
 a data row, a missing file or model, a non-finite loss) ends the run with ONE line on stderr,
 ``error: <message naming the file / row / key / value>``, and exit status 1 (2 for a command line
 the parser refuses). What counts as the input's fault: ``lit_align.errors.UserError`` (``DataError``,
-``ConfigError`` ... raised where the problem is found, with its location in the message),
+``ConfigError`` ... raised where the problem is found, with its location in the message) and
+``evals.base.EvalError`` (an evaluation input, or a task that failed: ``cli.py evaluate`` exits 1
+when results.json has ``complete: false``),
 ``ValueError`` and ``OSError`` (missing / unreadable files), and ``KeyboardInterrupt`` (status 130).
 A ``ValueError`` / ``OSError`` that is not a ``UserError`` may come from a library, so its line
 also names the exception type and where it was raised. Anything else (``TypeError``,
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from evals.base import EvalError
 from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
 from lit_align.trainer import AlignTrainer, check_ckpt_path
@@ -146,7 +149,11 @@ def one_line(message: object) -> str:
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
-def user_error_in(err: BaseException) -> UserError | None:
+USER_ERRORS = (UserError, EvalError)
+"""Exceptions whose message alone is the report (they name what is wrong and where)."""
+
+
+def user_error_in(err: BaseException) -> BaseException | None:
     """The ``UserError`` behind ``err``: itself, or one in its chain of causes.
 
     jsonargparse instantiates a ``class_path`` group inside its own error handling, and wraps what
@@ -155,7 +162,7 @@ def user_error_in(err: BaseException) -> UserError | None:
     """
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
+        if isinstance(err, USER_ERRORS):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

@@ -134,7 +134,21 @@ class AlignTrainer(L.Trainer):
             return results
 
         # after a multi-process validate the policy may be sharded: gather it, rank 0 evaluates
-        return run_on_rank_zero(self, model, suite) or {}
+        results = run_on_rank_zero(self, model, suite) or {}
+        refuse_incomplete(results, out)  # after the ranks have met: rank 0 alone raises, nobody waits for it
+        return results
+
+
+class EvaluationIncomplete(UserError):
+    """An evaluation task failed (e.g. its judge never answered): results.json says ``complete: false``."""
+
+
+def refuse_incomplete(results: dict, out: Path) -> None:
+    """Raise ``EvaluationIncomplete`` naming each failed task, so ``cli.py evaluate`` exits non-zero."""
+    failed = results.get("failed") or {}
+    if failed:
+        reasons = "; ".join(f["reason"] for f in failed.values())
+        raise EvaluationIncomplete(f"evaluation incomplete ({out / 'results.json'} has complete: false): {reasons}")
 
 
 def print_results(results: dict, out: Path) -> None:
@@ -148,4 +162,8 @@ def print_results(results: dict, out: Path) -> None:
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(f"{name} (skipped)", reason)
+    for name, failure in results.get("failed", {}).items():
+        table.add_row(f"{name} (FAILED)", failure["reason"])
+    for name, undefined in results.get("undefined", {}).items():
+        table.add_row(f"{name} (undefined, left out)", ", ".join(undefined))
     Console().print(table)

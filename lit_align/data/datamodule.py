@@ -144,10 +144,10 @@ class PreferenceDataModule(L.LightningDataModule):
         check_number("num_workers", self.num_workers, 0, integer=True)
         if self.limit is not None:
             check_number("limit", self.limit, 1, integer=True)
-        if self.max_prompt_length >= self.max_length:
+        if self.max_prompt_length > self.max_length:  # equal is fine: prompts are then cut at max_length only
             raise ConfigError(
-                f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length}): "
-                "max_length counts prompt and completion tokens together, so no completion would fit"
+                f"max_prompt_length ({self.max_prompt_length}) must not exceed max_length ({self.max_length}): "
+                "max_length counts prompt and completion tokens together"
             )
         check_number("val_fraction", self.val_fraction, 0, 1, high_open=True)
         if self.val_path and self.val_fraction > 0:
