@@ -53,9 +53,11 @@ def from_pretrained(loader, path: str, what: str, **kwargs):
     local = Path(path).expanduser()
     if not local.is_dir() and not HUB_NAME.match(str(path)):
         raise UserError(f"{what} path {path}: no such directory (nor a hub name of the form org/name)")
+    # a folder without the files (OSError, or a ValueError from the tokenizer backend), a hub name that cannot be fetched
+    caught = (OSError, ValueError) if local.is_dir() else OSError
     try:
         return loader.from_pretrained(str(local) if local.is_dir() else path, **kwargs)
-    except OSError as err:  # no config.json / weights in the folder, or a hub name that cannot be fetched
+    except caught as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         kind = "folder" if local.is_dir() else "hub name (not a local folder)"
         raise UserError(f"{what} {path}: cannot load this {kind}: {first}") from None

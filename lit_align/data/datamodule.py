@@ -117,7 +117,7 @@ class PreferenceDataModule(L.LightningDataModule):
         """error: stop at the first malformed row, naming file, line and field; skip: count and drop it."""
         self.batch_size = batch_size
         """Pairs per batch and device (each pair is two rows of the forward)."""
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         """Pairs per validation batch."""
         self.num_workers = num_workers
         """DataLoader worker processes."""
