@@ -335,3 +335,13 @@ def test_end_to_end_stderr_is_one_line(case, case_dir, tmp_path):
     lines = _stderr_error_lines(proc.stderr)
     assert proc.returncode == status and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+
+
+def test_non_utf8_row_is_skipped_like_any_bad_row(tmp_path, tokenizer):
+    from lit_align.data import PreferenceDataModule
+
+    train = write_rows(tmp_path / "train.jsonl", [GOOD, b'{"prompt": "\xff"}', GOOD])
+    data = PreferenceDataModule(train_path=str(train), on_bad_row="skip")
+    data._tokenizer = lambda: tokenizer
+    data.setup("fit")
+    assert len(data.train_set) == 2 and data.counts["train"]["bad_rows_skipped"] == 1

@@ -86,7 +86,11 @@ def decode_utf8(raw: bytes, path: Path, line_no: int | None = None) -> str:
 def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as f:  # bytes, decoded per line, so a bad byte is reported with its line
         for line_no, raw in enumerate(f, 1):
-            line = decode_utf8(raw, path, line_no)
+            try:
+                line = decode_utf8(raw, path, line_no)
+            except DataError as err:  # a bad row like any other (on_bad_row: skip drops it)
+                yield f"{path}:{line_no}", err
+                continue
             if line_no == 1:
                 line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark (some editors write one)
             line = line.rstrip("\r\n")
