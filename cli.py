@@ -154,18 +154,19 @@ USER_ERRORS = (UserError, EvalError)
 
 
 def user_error_in(err: BaseException) -> BaseException | None:
-    """The ``UserError`` behind ``err``: itself, or one in its chain of causes.
+    """The ``UserError`` behind ``err``: itself, or one in its chain of explicit causes (``raise ... from``).
 
     jsonargparse instantiates a ``class_path`` group inside its own error handling, and wraps what
-    the class raised in "Does not validate against any of the Union subtypes ...", the real
-    message buried among the others it tried.
+    the class raised in "Does not validate against any of the Union subtypes ..." (``from`` it),
+    the real message buried among the others it tried. (Only ``__cause__``: an error raised while
+    another was being handled is not explained by that other one.)
     """
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, USER_ERRORS):
             return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__
     return None
 
 
