@@ -3,20 +3,44 @@
 Every component (model source, loss, reference strategy, data, callbacks, evaluation tasks) is
 injected by ``class_path`` in YAML; ``--print_config`` shows a complete, runnable config and
 ``python cli.py fit --help`` / ``--model.loss.help lit_align.losses.DPO`` document every option.
+
+Errors (``run``, the entry point): a problem with the input (a setting, an impossible combination,
+a data row, a missing file or model, a non-finite loss) ends the run with ONE line on stderr,
+``error: <message naming the file / row / key / value>``, and exit status 1 (2 for a command line
+the parser refuses). What counts as the input's fault: ``lit_align.errors.UserError`` (``DataError``,
+``ConfigError`` ... raised where the problem is found, with its location in the message) and
+``evals.base.EvalError`` (an evaluation input, or a task that failed: ``cli.py evaluate`` exits 1
+when results.json has ``complete: false``),
+``ValueError`` and ``OSError`` (missing / unreadable files), and ``KeyboardInterrupt`` (status 130).
+A ``ValueError`` / ``OSError`` that is not a ``UserError`` may come from a library, so its line
+also names the exception type and where it was raised. Anything else (``TypeError``,
+``AttributeError``, a torch ``RuntimeError`` ...) is taken for a bug and keeps its traceback.
+``--debug`` (anywhere on the command line) or ``LIT_ALIGN_DEBUG=1`` re-raises every error with its
+traceback. Exceptions raised inside ``Trainer.fit`` reach here unwrapped (Lightning re-raises them
+after its teardown); under several processes every rank reports its own line and exits (the
+non-finite-loss check is all-reduced, so all ranks stop at the same step).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
+import traceback
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from evals.base import EvalError
 from evals.redaction import redact, redact_text
 from lit_align.checkpoint_io import redact_hyperparameters
+from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
-from lit_align.trainer import AlignTrainer
+from lit_align.trainer import AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
 """The run's ModelCheckpoint (config group ``checkpoint``): ``last.ckpt`` every 50 optimizer steps and
@@ -29,13 +53,6 @@ directory their own versions go to (``<run>/eval/version_0`` ...)."""
 
 NOT_SAVED = ("overwrite",)
 """Switches of one invocation, left out of the saved config.yaml (a rerun from it must opt in again)."""
-
-
-class RedactingArgumentParser(LightningArgumentParser):
-    """Argument errors quote the offending values (a whole task list, say): credentials are masked first."""
-
-    def error(self, message: str, ex: Exception | None = None):
-        return super().error(redact_text(message), ex)
 
 
 class RedactingSaveConfig(SaveConfigCallback):
@@ -64,6 +81,26 @@ class RedactingSaveConfig(SaveConfigCallback):
             # finds this run directory rather than the next free one
             logger.setdefault("init_args", {})["version"] = version
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
+
+
+class UsageError(ConfigError):
+    """The command line or a config file did not parse (jsonargparse's message, on one line)."""
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """A parser whose refusal is a ``UsageError`` (one line from ``run``) instead of usage + exit.
+
+    jsonargparse prints the whole usage (dozens of lines) before its message; the message alone,
+    with the key and value, is what the user needs. Parsers that do not exit on error (those
+    jsonargparse uses internally to try alternatives) keep raising their own ``ArgumentError``.
+    """
+
+    def error(self, message: str, ex: Exception | None = None):
+        message = redact_text(message)  # it quotes the offending values (a task list with its base_url, say)
+        if not self.exit_on_error or debug_enabled():
+            return super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        raise UsageError(f"{one_line(message)} (options: {prog} --help)") from ex
 
 
 class AlignCLI(LightningCLI):
@@ -117,6 +154,14 @@ class AlignCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         check_fit_dir(fit_dir(self.trainer), resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI torch.loads any ckpt_path file right after parsing (for its hyper-parameters):
+        # refuse a missing path or a file that is not a checkpoint first, naming it.
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"), allow_hf=subcommand == "evaluate")
+        super()._parse_ckpt_path()
+
 
 TRAINER_DEFAULTS = {
     # The data module brings its own DistributedSampler (exact mid-epoch resume needs it unwrapped).
@@ -138,13 +183,117 @@ def main(args: list[str] | None = None) -> AlignCLI:
         PreferenceModule,
         None,  # data is an optional class_path group: evaluate can run without it
         trainer_class=AlignTrainer,
+        parser_class=OneLineErrorParser,
         save_config_callback=RedactingSaveConfig,
-        parser_class=RedactingArgumentParser,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": default_callbacks()},
         args=args,
     )
 
 
+DEBUG_ENV = "LIT_ALIGN_DEBUG"
+"""Environment variable: set to 1 to see tracebacks of user errors (like ``--debug``)."""
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def one_line(message: object) -> str:
+    """A message on one line: its lines joined, indentation dropped."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+USER_ERRORS = (UserError, EvalError)
+"""Exceptions whose message alone is the report (they name what is wrong and where)."""
+
+
+def user_error_in(err: BaseException) -> BaseException | None:
+    """The ``UserError`` behind ``err``: itself, or one in its chain of explicit causes (``raise ... from``).
+
+    jsonargparse instantiates a ``class_path`` group inside its own error handling, and wraps what
+    the class raised in "Does not validate against any of the Union subtypes ..." (``from`` it),
+    the real message buried among the others it tried. (Only ``__cause__``: an error raised while
+    another was being handled is not explained by that other one.)
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None
+
+
+def describe_error(err: BaseException) -> str:
+    """``error: ...`` for a user error: its message; for a library's ValueError / OSError, also its type and origin."""
+    found = user_error_in(err)
+    where = re.search(r"class_path='([\w.]+)'", str(err)) if found is not err else None
+    prefix = where.group(1) + ": " if where else ""
+    if found is not None:
+        return f"error: {prefix}{one_line(found) or type(found).__name__}"
+    if str(err).startswith("Does not validate against any of the Union subtypes") and err.__cause__ is not None:
+        return describe_error(err.__cause__).replace("error: ", f"error: {prefix}", 1)  # what the class raised
+    message = one_line(err) or type(err).__name__
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    origin = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else " ("
+    return f"error: {type(err).__name__}: {message}{origin}; {DEBUG_ENV}=1 shows the traceback)"
+
+
+# Noise that Lightning / torchdata print on every run, and that would bury the one error line.
+QUIET_WARNINGS = (
+    r"'set_vital' is deprecated",
+    r".*isinstance\(treespec, LeafSpec\)",
+    r"Found \d+ module\(s\) in eval mode",  # the reference models, in eval mode on purpose
+)
+QUIET_LOG_LINES = ("💡 Tip: For seamless cloud logging",)
+
+
+class _DropLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(QUIET_LOG_LINES)
+
+
+def quiet_known_noise() -> None:
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    import lightning.pytorch  # noqa: F401  (it installs its log handler on import)
+
+    for handler in logging.getLogger("lightning.pytorch").handlers + logging.getLogger().handlers:
+        if not any(isinstance(f, _DropLines) for f in handler.filters):
+            handler.addFilter(_DropLines())
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The command line: ``main`` with user errors reported as one line on stderr; returns the exit status.
+
+    ``--debug`` (removed before LightningCLI parses) or ``LIT_ALIGN_DEBUG=1`` lets every error
+    through with its traceback.
+    """
+    if argv is None:  # LightningCLI reads sys.argv itself (and warns when given it as args as well)
+        if "--debug" in sys.argv[1:]:
+            sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+            os.environ[DEBUG_ENV] = "1"  # also seen by the parser, and by spawned ranks
+    elif "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
+    quiet_known_noise()
+    if debug_enabled():
+        main(argv)
+        return 0
+    try:
+        main(argv)
+    except UsageError as err:
+        print(describe_error(err), file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (ValueError, OSError) as err:  # UserError is a ValueError
+        print(describe_error(err), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

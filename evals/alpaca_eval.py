@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from evals.alpaca_metrics import winrate_metrics
-from evals.base import EvalTask, write_json_atomic
+from evals.base import EvalTask, TaskFailed, write_json_atomic
 from evals.generation import AnswerStore, generate_multi_turn, select_engine
-from evals.judge.client import JudgeClient, JudgeRequest
+from evals.judge.client import JudgeClient, JudgeRequest, unanswered_reason
 from evals.judge.parsing import alpaca_preference
 
 DEFAULT_PROMPT_VERSION = "lit-align-alpaca-eval-v1"
@@ -221,4 +221,9 @@ class AlpacaEval(EvalTask):
                        **{f"judge_{k}": v for k, v in vars(stats).items()})
         write_json_atomic(output_dir / "metrics.json", {"metrics": metrics, "judge": self.judge.model,
                                                         "prompt_version": prompt_version})
+        reason = unanswered_reason(self.judge, responses)  # a win rate over the answered part is no result
+        if reason is None and jobs and len(judged) == len(rows) - len(jobs):  # no judged pair besides identical ones
+            reason = f"none of the judge's {len(jobs)} replies could be parsed as a preference (see {output_dir / 'annotations.json'})"
+        if reason is not None:
+            raise TaskFailed(f"{self.name}: {reason}", metrics)
         return metrics

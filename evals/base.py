@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -32,6 +33,30 @@ class EvalTask:
 
 class TaskSkipped(Exception):
     """Raised by a task that cannot run here; the suite records the reason and goes on."""
+
+
+class EvalError(ValueError):
+    """A bad evaluation input, or an evaluation that produced no result; the message says which.
+
+    ``cli.py`` reports these as one line (like ``lit_align.errors.UserError``).
+    """
+
+
+class TaskFailed(EvalError):
+    """Raised by a task that ran but whose numbers are not a measurement (e.g. the judge never answered).
+
+    The suite records ``reason`` and the partial ``metrics`` under ``failed`` in results.json (not
+    under ``metrics``), leaves ``complete: false``, and goes on with the other tasks.
+    """
+
+    def __init__(self, reason: str, metrics: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.metrics = dict(metrics or {})
+
+
+def undefined_metrics(metrics: dict[str, Any]) -> list[str]:
+    """Names of metrics that are NaN / inf: no result (a mean over nothing), never to be reported as one."""
+    return sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
 
 
 def _jsonable(value: Any) -> bool:
@@ -91,6 +116,12 @@ def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` without its NaN / inf entries."""
+    undefined = set(undefined_metrics(metrics))
+    return {k: v for k, v in metrics.items() if k not in undefined}
+
+
 def run_suite(
     model,
     tokenizer,
@@ -104,7 +135,9 @@ def run_suite(
     Metrics are namespaced ``<task name>/<metric>``. ``extra_metrics`` (e.g. held-out preference
     metrics computed by the trainer) are merged in as they are. The file is written after each task
     with ``complete: false`` and rewritten with ``complete: true`` at the end, so a partial result is
-    never mistaken for a complete one.
+    never mistaken for a complete one. A task that raises ``TaskFailed`` is recorded under ``failed``
+    (reason and partial metrics) and ``complete`` stays false. A NaN / inf metric (a mean over no
+    item) is not a result: it is left out of ``metrics`` and named under ``undefined``.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +146,8 @@ def run_suite(
         "metrics": dict(extra_metrics or {}),
         "tasks": {},
         "skipped": {},
+        "failed": {},
+        "undefined": {},
         "run": run_info or {},
         "versions": package_versions(),
     }
@@ -127,11 +162,19 @@ def run_suite(
                 results["skipped"][task.name] = str(reason)
                 write_json_atomic(output_dir / "results.json", results, redacted=True)
                 continue
+            except TaskFailed as failure:
+                results["failed"][task.name] = {"reason": str(failure), "metrics": finite(failure.metrics)}
+                write_json_atomic(output_dir / "results.json", results, redacted=True)
+                continue
+            undefined = undefined_metrics(metrics)
+            if undefined:
+                results["undefined"][task.name] = undefined
+                metrics = {k: v for k, v in metrics.items() if k not in undefined}
             results["metrics"].update({f"{task.name}/{k}": v for k, v in metrics.items()})
             results["tasks"][task.name] = {"config": task.describe(), "seconds": round(time.perf_counter() - started, 2)}
             write_json_atomic(output_dir / "results.json", results, redacted=True)
     finally:
         model.train(was_training)
-    results["complete"] = True
+    results["complete"] = not results["failed"]
     write_json_atomic(output_dir / "results.json", results, redacted=True)
     return results

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from evals.base import EvalTask, write_json_atomic, write_jsonl_atomic
+from evals.base import EvalTask, TaskFailed, write_json_atomic, write_jsonl_atomic
 from evals.generation import AnswerStore, generate_multi_turn, select_engine
-from evals.judge.client import JudgeClient
+from evals.judge.client import JudgeClient, unanswered_reason
 from evals.judge.mt_bench_prompts import load_judge_prompts
 from evals.judge.parsing import parse_pair_verdict, parse_rating
 from evals.mt_bench_data import DEFAULT_TEMPERATURE, MT_BENCH_TEMPERATURES, load_answers, load_questions
@@ -146,5 +146,11 @@ class MTBench(EvalTask):
             pass
         write_json_atomic(output_dir / "metrics.json", {"metrics": metrics, "judge": self.judge.model,
                                                         "prompt_version": prompt_version, "mode": self.mode})
+        # a score over the judgments that happened to come back is not the benchmark's score
+        reason = unanswered_reason(self.judge, responses)
+        if reason is None and not (metrics["n_ratings"] if self.mode == "single" else metrics["wins"] + metrics["losses"] + metrics["ties"]):
+            reason = f"none of the judge's {len(responses)} replies could be parsed as a verdict (see {output_dir / 'judgments.jsonl'})"
+        if reason is not None:
+            raise TaskFailed(f"{self.name}: {reason}", metrics)
         return metrics
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from lit_align.errors import ConfigError, UserError
+
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "org/name" (or a bare legacy name); else a path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -21,7 +26,7 @@ def resolve_dtype(name: str | None) -> torch.dtype | None:
     if name is None:
         return None
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+        raise ConfigError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[name]
 
 
@@ -37,6 +42,25 @@ class ModelSource:
     def identity(self) -> str:
         """A string that changes whenever the weights would (used to key reference caches)."""
         raise NotImplementedError
+
+
+def from_pretrained(loader, path: str, what: str, **kwargs):
+    """``loader.from_pretrained(path, ...)`` with errors that name the path and say what is wrong.
+
+    transformers treats any string that is not an existing folder as a hub repo id, so a mistyped
+    local path comes back as "Repo id must be in the form ..."; here it is "no such directory".
+    """
+    local = Path(path).expanduser()
+    if not local.is_dir() and not HUB_NAME.match(str(path)):
+        raise UserError(f"{what} path {path}: no such directory (nor a hub name of the form org/name)")
+    # a folder without the files (OSError, or a ValueError from the tokenizer backend), a hub name that cannot be fetched
+    caught = (OSError, ValueError) if local.is_dir() else OSError
+    try:
+        return loader.from_pretrained(str(local) if local.is_dir() else path, **kwargs)
+    except caught as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "folder" if local.is_dir() else "hub name (not a local folder)"
+        raise UserError(f"{what} {path}: cannot load this {kind}: {first}") from None
 
 
 class PretrainedModel(ModelSource):
@@ -75,13 +99,13 @@ class PretrainedModel(ModelSource):
             kwargs["attn_implementation"] = self.attn_implementation
         if self.revision:
             kwargs["revision"] = self.revision
-        return AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
+        return from_pretrained(AutoModelForCausalLM, self.path, "model", **kwargs)
 
     def load_tokenizer(self):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            self.tokenizer_path or self.path, trust_remote_code=self.trust_remote_code, revision=self.revision
+        tokenizer = from_pretrained(
+            AutoTokenizer, self.tokenizer_path or self.path, "tokenizer", trust_remote_code=self.trust_remote_code, revision=self.revision
         )
         if tokenizer.pad_token is None:  # many base models ship without one; padding is masked anyway
             tokenizer.pad_token = tokenizer.eos_token
@@ -150,7 +174,7 @@ class TinyModel(ModelSource):
 
         ids = special_ids()
         if self.vocab_size is not None and self.vocab_size < VOCAB_SIZE:
-            raise ValueError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {VOCAB_SIZE}")
+            raise ConfigError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {VOCAB_SIZE}")
         return LlamaConfig(
             vocab_size=self.vocab_size or VOCAB_SIZE,
             hidden_size=self.hidden_size,

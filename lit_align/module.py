@@ -13,6 +13,7 @@ from torch import nn
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
 from lit_align.logprobs import chunked_logps, hidden_states, is_fsdp2, sequence_logps, unwrap_causal_lm
 from lit_align.losses import DPO, PreferenceLoss
+from lit_align.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, check_number
 from lit_align.models import ModelSource, resolve_dtype
 from lit_align.optim import build_optimizer
 from lit_align.reference import FrozenReference, ReferenceStrategy
@@ -82,27 +83,45 @@ class PreferenceModule(L.LightningModule):
         self.compile = compile
         self.policy: nn.Module | None = None
         self.references = nn.ModuleDict()  # filled by the reference strategy in configure_model
+        self._check_settings()
         self.tokenizer = model.load_tokenizer() if model is not None else None
         self._check_combination()
 
+    def _check_settings(self) -> None:
+        """Refuse optimiser settings that cannot work, naming them (torch's own errors do not)."""
+        check_number("lr", self.lr, 0)
+        check_number("weight_decay", self.weight_decay, 0)
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+            raise ConfigError(f"betas must be two numbers (AdamW's beta1, beta2), got {self.betas!r}")
+        for i, beta in enumerate(self.betas):
+            check_number(f"betas[{i}]", beta, 0, 1, high_open=True)
+        check_number("warmup_steps", self.warmup_steps, 0)
+        if isinstance(self.warmup_steps, float) and self.warmup_steps >= 1 and not self.warmup_steps.is_integer():
+            raise ConfigError(f"warmup_steps must be a fraction in [0, 1) of all steps or a whole number of steps, got {self.warmup_steps}")
+        check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        if self.logps_chunk_size is not None:
+            check_number("logps_chunk_size", self.logps_chunk_size, 1, integer=True)
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+
     def _check_combination(self) -> None:
         if self.loss.requires_reference and not self.reference.provides_logps:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.loss.describe()} needs reference log-probs but the reference is {self.reference.describe()}: "
                 "use FrozenReference (or another strategy), or a reference-free loss (SimPO, ORPO, CPO, SFT)"
             )
         if self.loss.requires_unconditional_reference and not self.reference.scores_unconditionally:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.loss.describe()} compares with the reference's unconditional log p(y) but {self.reference.describe()} "
                 "scores responses with their prompts: use UnconditionalReference or CachedReference(unconditional=True)"
             )
         if self.loss.reference_logps_request.token_logps and not self.reference.provides_token_logps:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.loss.describe()} reweights the reference's per-token log-probs, which {self.reference.describe()} "
                 "does not keep (sums only): use FrozenReference or a moving reference, or reference_too: false"
             )
         if self.loss.requires_reference_logits and not self.reference.provides_logits:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.loss.describe()} mixes reference logits every step, which {self.reference.describe()} cannot "
                 "provide: use FrozenReference or a moving reference"
             )
@@ -178,9 +197,33 @@ class PreferenceModule(L.LightningModule):
         loss = out.losses.mean()
         metrics = {"loss": loss.detach(), **self.step_metrics(policy, reference, out)}
         metrics.update({k: torch.tensor(float(v)) for k, v in self.reference.metrics(self).items()})
+        self.stop_if_not_finite(loss, metrics, batch_idx)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=batch.num_pairs, prog_bar=False)
         self.log("train_loss", loss.detach(), batch_size=batch.num_pairs, prog_bar=True, logger=False)
         return loss
+
+    def stop_if_not_finite(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Raise ``NonFiniteLossError`` when the loss of any rank is NaN / inf, before backward runs.
+
+        A NaN loss makes NaN gradients, and one optimizer step with them ruins every weight (and the
+        AdamW moments) for good; stopping here, before the step, leaves the last checkpoint written
+        intact. The decision is all-reduced (one tiny collective per step, and one host sync), so all
+        ranks raise together instead of one rank leaving the others waiting in a collective.
+        """
+        bad = not bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        step = trainer.global_step if trainer is not None else None
+        epoch = trainer.current_epoch if trainer is not None else None
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()))
+        raise NonFiniteLossError(
+            f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch_idx}; {step} optimizer steps "
+            f"applied, the last checkpoint is intact) with loss {self.loss.describe()}: {shown}. Lower model.lr, "
+            "or check the data (ref_*_logps / score columns) and the loss settings"
+        )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         before = getattr(self, "_applied_steps", None)
@@ -279,5 +322,5 @@ class PreferenceModule(L.LightningModule):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not (k.startswith("references."))]
         if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(f"checkpoint does not match the module: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+            raise CheckpointMismatchError(f"checkpoint does not match the configured module (another model size or loss?): missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
         return result

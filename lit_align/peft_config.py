@@ -64,6 +64,10 @@ class LoraSource(ModelSource):
 
         model = self.base.load_model(dtype)
         if self.adapter_path:
+            if not (Path(self.adapter_path) / "adapter_config.json").is_file():
+                from lit_align.errors import UserError
+
+                raise UserError(f"adapter_path {self.adapter_path}: no adapter_config.json there (not a saved PEFT adapter folder)")
             return PeftModel.from_pretrained(model, self.adapter_path, is_trainable=True)
         config = LoraConfig(
             r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules, task_type="CAUSAL_LM"

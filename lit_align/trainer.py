@@ -2,18 +2,67 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from evals.base import EvalTask
+from lit_align.errors import UserError
 from lit_align.models import PretrainedModel
 from lit_align.sharding import run_on_rank_zero
 
 
 def is_hf_dir(path: str | None) -> bool:
     return bool(path) and Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
+"""Values of ``ckpt_path`` that Lightning resolves itself (``registry...`` too)."""
+
+
+def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
+    """Refuse a ``ckpt_path`` that is missing or not a checkpoint, naming it (before anything loads).
+
+    Accepted: a file in ``torch.save``'s format (a zip archive, or a legacy pickle), a folder of a
+    sharded checkpoint (DCP ``.metadata``, DeepSpeed ``latest``) and, where ``allow_hf``, an
+    exported Hugging Face folder (``config.json``). Anything else would fail deep in ``torch.load``
+    ("invalid load key") or be ignored.
+    """
+    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or str(ckpt_path).startswith("registry"):
+        return
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise UserError(f"ckpt_path {ckpt_path}: no such file or directory")
+    if path.is_dir():
+        if is_hf_dir(str(path)):
+            if allow_hf:
+                return
+            raise UserError(f"ckpt_path {ckpt_path} is an exported Hugging Face folder, not a training checkpoint: "
+                            f"to start from its weights set the model (lit_align.models.PretrainedModel, path: {ckpt_path})")
+        if any((path / marker).exists() for marker in (".metadata", "latest")):
+            return
+        raise UserError(f"ckpt_path {ckpt_path}: a folder that is neither a sharded checkpoint (no .metadata) "
+                        "nor an exported Hugging Face model (no config.json)")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch.save writes a zip; old files a pickle
+        raise UserError(f"ckpt_path {ckpt_path}: not a PyTorch checkpoint (expected a .ckpt written by the trainer"
+                        + (", or an exported Hugging Face folder)" if allow_hf else ")"))
+
+
+def load_checkpoint_file(ckpt_path: str, weights_only: bool) -> dict:
+    """``torch.load`` of a Lightning checkpoint file, with errors that name the file."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"ckpt_path {ckpt_path}: cannot be loaded ({type(err).__name__}: {first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"ckpt_path {ckpt_path}: a torch file but not a Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
 
 
 def load_policy_weights(module, hf_dir: str) -> None:
@@ -65,6 +114,7 @@ class AlignTrainer(L.Trainer):
         """
         from evals import run_suite
 
+        check_ckpt_path(ckpt_path)
         lightning_ckpt = None if is_hf_dir(ckpt_path) else ckpt_path
         if lightning_ckpt and Path(lightning_ckpt).is_file():
             # A single-file checkpoint is loaded here, into the unsharded module, so any strategy can
@@ -72,7 +122,7 @@ class AlignTrainer(L.Trainer):
             # demanding the frozen reference's weights that such files leave out. (A sharded DCP
             # checkpoint folder has them and goes through the strategy.)
             model.configure_model()
-            checkpoint = torch.load(lightning_ckpt, map_location="cpu", weights_only=bool(weights_only))
+            checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
             model.load_state_dict(checkpoint["state_dict"])
             model.on_load_checkpoint(checkpoint)
             lightning_ckpt = None
@@ -99,7 +149,21 @@ class AlignTrainer(L.Trainer):
             return results
 
         # after a multi-process validate the policy may be sharded: gather it, rank 0 evaluates
-        return run_on_rank_zero(self, model, suite) or {}
+        results = run_on_rank_zero(self, model, suite) or {}
+        refuse_incomplete(results, out)  # after the ranks have met: rank 0 alone raises, nobody waits for it
+        return results
+
+
+class EvaluationIncomplete(UserError):
+    """An evaluation task failed (e.g. its judge never answered): results.json says ``complete: false``."""
+
+
+def refuse_incomplete(results: dict, out: Path) -> None:
+    """Raise ``EvaluationIncomplete`` naming each failed task, so ``cli.py evaluate`` exits non-zero."""
+    failed = results.get("failed") or {}
+    if failed:
+        reasons = "; ".join(f["reason"] for f in failed.values())
+        raise EvaluationIncomplete(f"evaluation incomplete ({out / 'results.json'} has complete: false): {reasons}")
 
 
 def print_results(results: dict, out: Path) -> None:
@@ -113,4 +177,8 @@ def print_results(results: dict, out: Path) -> None:
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     for name, reason in results.get("skipped", {}).items():
         table.add_row(f"{name} (skipped)", reason)
+    for name, failure in results.get("failed", {}).items():
+        table.add_row(f"{name} (FAILED)", failure["reason"])
+    for name, undefined in results.get("undefined", {}).items():
+        table.add_row(f"{name} (undefined, left out)", ", ".join(undefined))
     Console().print(table)

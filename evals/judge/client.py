@@ -23,10 +23,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
+from evals.base import EvalError
 from evals.judge.cache import JudgeCache, request_key
 from evals.redaction import is_env_var_name, redact_text
 
 T = TypeVar("T")
+
+
+class JudgeKeyMissing(EvalError, RuntimeError):
+    """The environment variable named by ``api_key_env`` is not set."""
+
+
+def unanswered_reason(judge: "JudgeClient", responses: list["JudgeResponse"]) -> str | None:
+    """Why a judging run is not a result: how many requests got no answer and the last error; None if all did."""
+    failed = [r for r in responses if r.error is not None]
+    if not failed:
+        return None
+    return (f"the judge ({judge.model}) did not answer {len(failed)} of {len(responses)} requests "
+            f"(last error: {failed[-1].error}); rerun to retry them (answers already received are cached)")
 
 
 @dataclass(frozen=True)
@@ -161,7 +175,7 @@ class JudgeClient:
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise RuntimeError(f"judge API key: environment variable {self.api_key_env!r} is not set or empty")
+            raise JudgeKeyMissing(f"judge API key: environment variable {self.api_key_env!r} (judge.api_key_env) is not set or empty")
         return key
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:

@@ -14,6 +14,17 @@ from lit_align.data.collate import PairCollator
 from lit_align.data.formats import Format, to_text_pair
 from lit_align.data.sources import DataError, iter_rows
 from lit_align.data.tokenize import TokenizedPair, tokenize_pair
+from lit_align.errors import ConfigError, check_number
+
+
+def why_empty(counts: Counter, max_length: int, max_prompt_length: int) -> str:
+    """The reason a split ended up with no pairs, from its counts."""
+    if not counts["rows"]:
+        return "the source has no rows"
+    if counts["dropped_after_truncation"]:
+        return (f"all {counts['dropped_after_truncation']} pairs were empty or identical after truncation to max_length "
+                f"{max_length} / max_prompt_length {max_prompt_length}: raise max_length")
+    return f"counts: {dict(counts)}"
 
 
 class PairDataset(Dataset):
@@ -122,7 +133,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.max_prompt_length = max_prompt_length
         self.on_bad_row = on_bad_row
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.num_workers = num_workers
         self.pad_to_multiple_of = pad_to_multiple_of
         self.limit = limit
@@ -130,14 +141,35 @@ class PreferenceDataModule(L.LightningDataModule):
         self.tokenizer_path = tokenizer
         self.collator = collator
         self.counts: dict[str, Counter] = {}
+        self._check_settings()
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
+
+    def _check_settings(self) -> None:
+        """Refuse settings that cannot work, naming them (before any file is read)."""
+        for key in ("batch_size", "eval_batch_size", "max_length", "max_prompt_length", "pad_to_multiple_of"):
+            check_number(key, getattr(self, key), 1, integer=True)
+        check_number("num_workers", self.num_workers, 0, integer=True)
+        if self.limit is not None:
+            check_number("limit", self.limit, 1, integer=True)
+        if self.max_prompt_length > self.max_length:  # equal is fine: prompts are then cut at max_length only
+            raise ConfigError(
+                f"max_prompt_length ({self.max_prompt_length}) must not exceed max_length ({self.max_length}): "
+                "max_length counts prompt and completion tokens together"
+            )
+        check_number("val_fraction", self.val_fraction, 0, 1, high_open=True)
+        if self.val_path and self.val_fraction > 0:
+            raise ConfigError(f"give val_path ({self.val_path}) or val_fraction ({self.val_fraction}), not both")
+        if self.on_bad_row not in ("error", "skip"):
+            raise ConfigError(f"on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
 
     def _tokenizer(self):
         if self.tokenizer_path:
             from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(self.tokenizer_path)
+            from lit_align.models import from_pretrained
+
+            return from_pretrained(AutoTokenizer, self.tokenizer_path, "tokenizer")
         if self.trainer is None or getattr(self.trainer.lightning_module, "tokenizer", None) is None:
             raise ValueError("PreferenceDataModule needs a tokenizer: attach it to a PreferenceModule or set tokenizer=")
         return self.trainer.lightning_module.tokenizer
@@ -165,7 +197,7 @@ class PreferenceDataModule(L.LightningDataModule):
             if pair is not None:
                 pairs.append(pair)
         if not pairs:
-            raise DataError(f"{source}: no usable preference pairs (counts: {dict(counts)})")
+            raise DataError(f"{source}: no usable preference pairs ({why_empty(counts, self.max_length, self.max_prompt_length)})")
         counts["pairs"] = len(pairs)
         return pairs
 
@@ -184,6 +216,8 @@ class PreferenceDataModule(L.LightningDataModule):
             held = set(order[:n_val])
             val = [p for i, p in enumerate(train) if i in held]
             train = [p for i, p in enumerate(train) if i not in held]
+            if not train:
+                raise DataError(f"{self.train_path}: val_fraction {self.val_fraction} holds out all {len(val)} pairs, leaving none to train on")
         else:
             val = []
         # index = position in its split, so per-example caches can key on it

@@ -13,6 +13,7 @@ Optional columns: ``score_chosen`` / ``score_rejected`` (ODPO-style offsets) and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,9 +38,21 @@ def detect_format(row: dict[str, Any]) -> str:
     return "conversational" if isinstance(row["prompt"], list) else "explicit"
 
 
+def why_format(row: dict[str, Any], fmt: str) -> str:
+    """Why ``format: auto`` chose ``fmt`` for ``row``, for error messages (a guess can be wrong)."""
+    reason = {
+        "implicit": "the row has no 'prompt' key",
+        "conversational": "'prompt' is a list of messages",
+        "explicit": "'prompt' is not a list",
+    }[fmt]
+    return f"format auto-detected as {fmt} because {reason}; set the data's format to override"
+
+
 def _require(row: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in row or row[key] is None:
+    if key not in row:
         raise DataError(f"{where}: missing field {key!r}")
+    if row[key] is None:
+        raise DataError(f"{where}: field {key!r} is null")
     value = row[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         expected = "number" if isinstance(kind, tuple) else {"str": "a string", "list": "a list"}.get(kind.__name__, kind.__name__)
@@ -83,7 +96,16 @@ def to_text_pair(row: Any, fmt: Format, tokenizer, chat_template: bool, marker: 
         raise row
     if not isinstance(row, dict):
         raise DataError(f"{where}: row must be a JSON object, got {type(row).__name__}")
-    fmt = detect_format(row) if fmt == "auto" else fmt
+    if fmt != "auto":
+        return _text_pair(row, fmt, tokenizer, chat_template, marker, where)
+    fmt = detect_format(row)
+    try:
+        return _text_pair(row, fmt, tokenizer, chat_template, marker, where)
+    except DataError as err:  # name the guess: a typo in a key ('promt') changes the format
+        raise DataError(f"{err} ({why_format(row, fmt)})") from None
+
+
+def _text_pair(row: dict[str, Any], fmt: str, tokenizer, chat_template: bool, marker: str, where: str) -> TextPair:
     if fmt == "explicit":
         prompt = _require(row, "prompt", str, where)
         chosen, rejected = (_require(row, k, str, where) for k in ("chosen", "rejected"))
@@ -109,6 +131,9 @@ def to_text_pair(row: Any, fmt: Format, tokenizer, chat_template: bool, marker: 
     for a, b in OPTIONAL_PAIRS:
         if a in row or b in row:
             pair = tuple(_require(row, k, (int, float), where) for k in (a, b))
+            for key, value in zip((a, b), pair):
+                if not math.isfinite(value):  # json reads NaN / Infinity; one would make every loss NaN
+                    raise DataError(f"{where}: field {key!r} must be a finite number, got {value}")
             extras.append(tuple(float(v) for v in pair))
         else:
             extras.append(None)

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lit_align.errors import UserError
 
-class DataError(ValueError):
-    """A malformed input row; the message names file, line / row and field."""
+
+class DataError(UserError):
+    """A malformed input row or data file; the message names file, line / row and field."""
 
 
 def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
@@ -32,7 +34,10 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
     elif path.is_dir():
         from datasets import load_from_disk
 
-        dataset = load_from_disk(str(path))
+        try:
+            dataset = load_from_disk(str(path))
+        except FileNotFoundError as err:  # a folder, but not one written by save_to_disk
+            raise DataError(f"{path}: a folder that is not a saved dataset (datasets.save_to_disk): {err}") from None
         if hasattr(dataset, "keys"):  # a DatasetDict
             if split not in dataset:
                 raise DataError(f"{path}: no split {split!r} (has {sorted(dataset.keys())})")
@@ -42,30 +47,68 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
     elif "/" in source and not source.startswith((".", "/")) and not path.suffix:
         from datasets import load_dataset
 
-        for i, row in enumerate(load_dataset(source, split=split)):
+        try:
+            dataset = load_dataset(source, split=split)
+        except (OSError, ValueError, ConnectionError) as err:  # offline, unknown name, no such split ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise DataError(f"{source}: not a local file or folder, and not loadable as a dataset name "
+                            f"({type(err).__name__}: {first})") from None
+        for i, row in enumerate(dataset):
             yield f"{source}[{split}]:row {i}", row
     else:
         raise DataError(f"{source}: no such file or directory")
 
 
+def json_error(err: json.JSONDecodeError, text: str) -> str:
+    """``msg at column N`` of a one-line document (``at end of line`` when the row stops short).
+
+    Only for a single line with its line break already removed: ``json`` counts a trailing newline
+    as a second line, and would report a row cut short as being at "line 2 column 1".
+    """
+    where = "at end of line" if err.pos >= len(text) else f"at column {err.pos + 1}"
+    return f"{err.msg} {where}"
+
+
+def decode_utf8(raw: bytes, path: Path, line_no: int | None = None) -> str:
+    """``raw`` as UTF-8 text, else a ``DataError`` naming the file, the line and the offending byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if line_no is None:  # a whole file: find the line of the bad byte
+            line_no = raw.count(b"\n", 0, err.start) + 1
+            column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        else:
+            column = err.start + 1
+        byte = raw[err.start : err.start + 1].hex()
+        raise DataError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{byte} at byte column {column}); re-encode the file as UTF-8") from None
+
+
 def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes, decoded per line, so a bad byte is reported with its line
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = decode_utf8(raw, path, line_no)
+            except DataError as err:  # a bad row like any other (on_bad_row: skip drops it)
+                yield f"{path}:{line_no}", err
+                continue
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark (some editors write one)
+            line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                yield f"{path}:{line_no}", DataError(f"{path}:{line_no}: invalid JSON ({err.msg} at column {err.colno})")
+                yield f"{path}:{line_no}", DataError(f"{path}:{line_no}: invalid JSON ({json_error(err, line)})")
                 continue
             yield f"{path}:{line_no}", row
 
 
 def _json(path: Path) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(decode_utf8(path.read_bytes(), path).removeprefix("\ufeff"))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -77,5 +120,9 @@ def _json(path: Path) -> Iterator[tuple[str, Any]]:
 def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
-    for i, row in enumerate(pq.read_table(path).to_pylist()):
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:  # pyarrow.ArrowInvalid is a ValueError
+        raise DataError(f"{path}: not a readable parquet file ({str(err).splitlines()[0]})") from None
+    for i, row in enumerate(table.to_pylist()):
         yield f"{path}:row {i}", row

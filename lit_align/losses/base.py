@@ -19,17 +19,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 
 
 def check_positive(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ConfigError(f"{name} must be > 0, got {value}")
     return value
 
 
 def check_non_negative(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ConfigError(f"{name} must be >= 0, got {value}")
     return value
 
 
@@ -37,7 +38,7 @@ def check_in_range(name: str, value: float, low: float, high: float, *, high_inc
     ok = low <= value <= high if high_inclusive else low <= value < high
     if not ok:
         bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+        raise ConfigError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
     return value
 
 

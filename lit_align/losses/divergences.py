@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Divergence, ReverseKL
 
 
@@ -46,7 +47,7 @@ class AlphaDivergence(Divergence):
         """
         super().__init__()
         if not (math.isfinite(alpha) and alpha != 1):
-            raise ValueError(f"alpha must be finite and != 1 (alpha = 1 is reverse KL: use ReverseKL), got {alpha}")
+            raise ConfigError(f"alpha must be finite and != 1 (alpha = 1 is reverse KL: use ReverseKL), got {alpha}")
         self.alpha = alpha
 
     def forward(self, log_ratio: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Float64State, all_reduce_sum, check_positive, logsigmoid, reward_metrics
 
 
@@ -39,7 +40,7 @@ class EpsilonDPO(Float64State):
         check_positive("beta", beta)
         self.eps = check_positive("eps", eps)
         if self.eps >= 1:
-            raise ValueError(f"eps must be < 1 (beta / (1 - eps) must stay positive), got {eps}")
+            raise ConfigError(f"eps must be < 1 (beta / (1 - eps) must stay positive), got {eps}")
         self.register_buffer("baseline_beta", torch.tensor(float(beta), dtype=torch.float64))
         """Baseline beta, initialised to ``beta`` (0.01 in the paper) and updated once per optimizer step."""
         self._step_sum: Tensor | None = None  # sum of s_i since the last optimizer step (not a buffer:
@@ -53,7 +54,7 @@ class EpsilonDPO(Float64State):
     def steps(policy: SequenceLogps) -> Tensor:
         """Per-pair step ``s`` in {-1, 0, +1} (B,) from the policy's plain and mixed sequence log-probs."""
         if policy.mixed_minus is None or policy.mixed_plus is None:
-            raise ValueError("EpsilonDPO needs the epsilon-mixed log-probs: compute them with its logps_request")
+            raise ConfigError("EpsilonDPO needs the epsilon-mixed log-probs: compute them with its logps_request")
         half = policy.chosen.shape[0]
         z = (policy.chosen - policy.rejected).detach()  # (B,)
         z_minus = policy.mixed_minus[:half] - policy.mixed_minus[half:]  # (B,)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Divergence, PairwiseLoss, logsigmoid
 
 
@@ -29,7 +30,7 @@ class EXOPair(PairwiseLoss):
         """
         super().__init__(beta, divergence)
         if not 0 < eps < 0.5:
-            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+            raise ConfigError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = eps
 
     def pair_loss(self, chosen: Tensor, rejected: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.losses.base import LossWrapper, PreferenceLoss, check_in_range
 
 
@@ -19,7 +20,7 @@ def desensitized_sums(logps: SequenceLogps, alpha: float) -> SequenceLogps:
     fully when ``k <= l_p``.
     """
     if logps.token_logps is None or logps.token_mask is None:
-        raise ValueError("LengthDesensitized needs per-token log-probs: compute them with its logps_request")
+        raise ConfigError("LengthDesensitized needs per-token log-probs: compute them with its logps_request")
     mask = logps.token_mask  # (2B, L) bool
     position = torch.cumsum(mask.long(), dim=-1)  # (2B, L): 1-based index within the completion
     public = torch.minimum(logps.chosen_tokens, logps.rejected_tokens).repeat(2)  # (2B,) l_p

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.losses.base import Divergence, PairwiseLoss, check_non_negative, logsigmoid, reward_metrics
 
 
@@ -33,11 +34,11 @@ class ODPO(PairwiseLoss):
     def offsets(self, batch: PreferenceBatch) -> Tensor:
         """``alpha * log(score_w - score_l)``, (B,)."""
         if batch.scores is None:
-            raise ValueError("ODPO needs per-pair scores: add score_chosen / score_rejected columns to the data")
+            raise ConfigError("ODPO needs per-pair scores: add score_chosen / score_rejected columns to the data")
         gap = batch.scores[:, 0] - batch.scores[:, 1]  # (B,)
         if bool((gap <= 0).any()):
             bad = int(batch.index[(gap <= 0).nonzero()[0, 0]])
-            raise ValueError(f"ODPO needs score_chosen > score_rejected; dataset row {bad} has a gap of {float(gap.min()):g}")
+            raise ConfigError(f"ODPO needs score_chosen > score_rejected; dataset row {bad} has a gap of {float(gap.min()):g}")
         return self.alpha * torch.log(gap)
 
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.losses.base import PreferenceLoss
 
 
@@ -28,13 +29,13 @@ class WeightedLoss(PreferenceLoss):
         """
         super().__init__()
         if not losses:
-            raise ValueError("WeightedLoss needs at least one loss")
+            raise ConfigError("WeightedLoss needs at least one loss")
         weights = [1.0] * len(losses) if weights is None else list(weights)
         if len(weights) != len(losses):
-            raise ValueError(f"WeightedLoss got {len(losses)} losses but {len(weights)} weights")
+            raise ConfigError(f"WeightedLoss got {len(losses)} losses but {len(weights)} weights")
         for weight in weights:
             if not weight >= 0:
-                raise ValueError(f"WeightedLoss weights must be >= 0, got {weight}")
+                raise ConfigError(f"WeightedLoss weights must be >= 0, got {weight}")
         self.terms = nn.ModuleList(losses)
         """The losses to sum."""
         self.weights = weights

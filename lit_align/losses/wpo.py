@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.losses.base import LossWrapper
 
 
@@ -30,7 +31,7 @@ class WPOWeighted(LossWrapper):
     def weights(policy: SequenceLogps) -> torch.Tensor:
         """Detached pair weights (B,)."""
         if policy.mean_log_sum_sq_probs is None:
-            raise ValueError("WPOWeighted needs the sum_sq_probs statistic: compute log-probs with its logps_request")
+            raise ConfigError("WPOWeighted needs the sum_sq_probs statistic: compute log-probs with its logps_request")
         half = policy.chosen.shape[0]
         stat = policy.mean_log_sum_sq_probs.detach()  # (2B,)
         log_w = (policy.chosen_mean.detach() - stat[:half]) + (policy.rejected_mean.detach() - stat[half:])

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.logprobs import hidden_states, sequence_logps
 from lit_align.reference.base import ReferenceStrategy
 
@@ -40,7 +41,7 @@ class AdapterDisabledReference(ReferenceStrategy):
 
     def configure(self, module) -> None:
         if not hasattr(module.policy, "disable_adapter"):
-            raise ValueError(
+            raise ConfigError(
                 "AdapterDisabledReference needs a PEFT policy: set model to lit_align.peft_config.LoraSource "
                 "(or use FrozenReference)"
             )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -50,7 +51,7 @@ class ReferenceStrategy:
     @torch.no_grad()
     def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
         """The reference's last hidden states (2B, T, H) and lm_head, for losses that mix logits."""
-        raise ValueError(f"{self.describe()} has no reference model to run")
+        raise ConfigError(f"{self.describe()} has no reference model to run")
 
     def after_optimizer_step(self, module, step: int) -> None:
         """Called once per real optimizer step; ``step`` counts completed steps (1 after the first)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy
@@ -181,7 +182,7 @@ class CachedReference(ReferenceStrategy):
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
         split = split_of(module)
         if split not in self.tables:
-            raise ValueError(
+            raise ConfigError(
                 f"CachedReference has no {split} cache: fit with a PreferenceDataModule (train_set / val_set) so the "
                 "cache can be filled at configure_model"
             )
@@ -211,7 +212,7 @@ class DatasetColumnReference(ReferenceStrategy):
 
     def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
         if batch.ref_logps is None:
-            raise ValueError(
+            raise ConfigError(
                 "DatasetColumnReference needs ref_chosen_logps / ref_rejected_logps columns in the data: add them, "
                 "or use CachedReference / FrozenReference"
             )

@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lit_align.errors import ConfigError
 from lit_align.logprobs import unwrap_causal_lm
 from lit_align.models import ModelSource
 from lit_align.reference.frozen import FrozenReference
@@ -36,7 +37,7 @@ def parameter_pairs(reference: nn.Module, policy: nn.Module) -> list[tuple[Tenso
     if set(policy_params) != set(ref_params):
         only_ref = sorted(set(ref_params) - set(policy_params))[:3]
         only_pol = sorted(set(policy_params) - set(ref_params))[:3]
-        raise ValueError(
+        raise ConfigError(
             f"a moving reference needs the policy's architecture (parameter names differ: reference-only {only_ref}, "
             f"policy-only {only_pol}); use a source of the same model, or FrozenReference"
         )
@@ -95,9 +96,9 @@ class MovingReference(FrozenReference):
         """
         super().__init__(source=source, dtype=dtype)
         if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1] (1 = hard sync), got {alpha}")
+            raise ConfigError(f"alpha must be in (0, 1] (1 = hard sync), got {alpha}")
         if tau < 1:
-            raise ValueError(f"tau must be a positive number of optimizer steps, got {tau}")
+            raise ConfigError(f"tau must be a positive number of optimizer steps, got {tau}")
         self.alpha = alpha
         self.tau = tau
         self.updates = 0

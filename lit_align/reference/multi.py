@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy
@@ -72,9 +73,9 @@ class MultiReference(_ReferenceEnsemble):
         super().__init__(sources, dtype)
         self.sources: list = sources
         if adaptive and weights is not None:
-            raise ValueError("give either fixed weights or adaptive: true, not both")
+            raise ConfigError("give either fixed weights or adaptive: true, not both")
         if weights is not None and (len(weights) != len(sources) or any(w <= 0 for w in weights)):
-            raise ValueError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
+            raise ConfigError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
         self.weights = weights
         self.adaptive = adaptive
         self.dtype = dtype
@@ -121,9 +122,9 @@ class MRPOReference(_ReferenceEnsemble):
         """
         super().__init__([source, None], dtype)
         if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
+            raise ConfigError(f"eta must be >= 0, got {eta}")
         if weight is not None and not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1] (or null for adaptive), got {weight}")
+            raise ConfigError(f"weight must be in [0, 1] (or null for adaptive), got {weight}")
         self.source = source
         self.eta = eta
         self.weight = weight

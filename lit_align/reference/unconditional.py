@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
+from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.reference.frozen import FrozenReference
 
@@ -24,7 +25,7 @@ def start_token_id(tokenizer) -> int:
     """BOS if the tokenizer has one, else EOS (see the module docstring)."""
     token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if token is None:
-        raise ValueError("unconditional scoring needs a tokenizer with a BOS or EOS token")
+        raise ConfigError("unconditional scoring needs a tokenizer with a BOS or EOS token")
     return int(token)
 
 
