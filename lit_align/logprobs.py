@@ -156,7 +156,7 @@ def _check(causal_lm: nn.Module) -> _Checked:
         block = (causal & (segment[:, None] == segment[None, :]))[None, None]  # (1, 1, 7, 7)
         positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
         try:
-            packed = decoder(input_ids=ids[None], attention_mask=block, position_ids=positions,
+            packed = decoder(input_ids=ids[None], attention_mask=_packed_mask(causal_lm, block), position_ids=positions,
                              use_cache=False).last_hidden_state[0]
             alone = torch.cat([decoder(input_ids=part[None], attention_mask=torch.ones_like(part)[None],
                                        use_cache=False).last_hidden_state[0] for part in ids.split(lengths)])
@@ -203,6 +203,18 @@ def check_packed_layout(model: nn.Module, batch: PreferenceBatch) -> None:
                          f"most {window} tokens")
 
 
+def _packed_mask(causal_lm: nn.Module, block: Tensor) -> Tensor:
+    """The (R, 1, T, T) block mask in the form the model's attention reads a given 4-D mask.
+
+    transformers passes a 4-D mask through unchanged: SDPA reads a bool mask, but eager attention
+    ADDS the mask to the scores, so there True/False must become 0 / the dtype's minimum.
+    """
+    if getattr(causal_lm.config, "_attn_implementation", None) == "sdpa":
+        return block
+    dtype = next(causal_lm.parameters()).dtype
+    return torch.zeros(block.shape, dtype=dtype, device=block.device).masked_fill(~block, torch.finfo(dtype).min)
+
+
 def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, FinalLogits]:
     """Run the decoder once over all 2B rows; returns last hidden states (2B, T, H) and the final-logits head."""
     causal_lm = unwrap_causal_lm(model)
@@ -210,7 +222,7 @@ def hidden_states(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, Fin
     decoder = causal_lm.get_decoder()
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False}
     if batch.packed:  # segments attend only within themselves, positions restart per segment
-        inputs.update(attention_mask=batch.block_mask, position_ids=batch.position_ids)
+        inputs.update(attention_mask=_packed_mask(causal_lm, batch.block_mask), position_ids=batch.position_ids)
     if not is_fsdp2(causal_lm):
         return decoder(**inputs).last_hidden_state, final_logits(causal_lm)
     # FSDP2 (lit_align/sharding.py): the causal LM is the root unit, and its hooks (unshard the
