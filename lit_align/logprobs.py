@@ -180,7 +180,9 @@ def final_logits(model: nn.Module) -> FinalLogits:
 
 def _checked(causal_lm: nn.Module) -> _Checked:
     if causal_lm not in _CHECKED:
-        # FSDP2: the probes cannot run on a sharded model; the transform is still the model's own
+        if any(p.is_meta for p in causal_lm.parameters()):  # not materialised yet: check on a later call
+            return _Checked(_post_processing(causal_lm), None)
+        # FSDP2: the probes cannot run on a sharded model (PreferenceModule checks before sharding)
         _CHECKED[causal_lm] = _Checked(_post_processing(causal_lm), None) if is_fsdp2(causal_lm) else _check(causal_lm)
     return _CHECKED[causal_lm]
 

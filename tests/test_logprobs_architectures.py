@@ -151,3 +151,42 @@ def test_logps_equal_the_models_own_logits(models, layout):
     close(got.mean_log_sum_sq_probs, want["lss"], "WPO log sum p^2")
     close(mixed.mixed_minus, want["minus"], "(1+eps) f - eps g")
     close(mixed.mixed_plus, want["plus"], "(1-eps) f + eps g")
+
+
+def tripled_llama():
+    """A Llama whose forward multiplies its logits by 3 with no config attribute saying so."""
+    import transformers
+
+    class TripledLlama(transformers.LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            return out
+
+    torch.manual_seed(0)
+    return TripledLlama(transformers.LlamaConfig(**COMMON, num_key_value_heads=2))
+
+
+def test_a_post_processing_the_head_cannot_repeat_is_refused():
+    with pytest.raises(ValueError, match="TripledLlama.*does not reproduce the model's own logits"):
+        sequence_logps(tripled_llama(), PairCollator(0, 1)(pairs()))
+
+
+def test_preference_module_refuses_it_at_setup():
+    from lit_align.models import ModelSource
+    from lit_align.module import PreferenceModule
+
+    class Source(ModelSource):
+        def load_model(self, dtype=None):
+            return tripled_llama()
+
+        def identity(self) -> str:
+            return "tripled-llama"
+
+        def load_tokenizer(self):
+            from lit_align.tiny_tokenizer import build_tokenizer
+
+            return build_tokenizer()
+
+    with pytest.raises(ValueError, match="does not reproduce"):
+        PreferenceModule(model=Source()).configure_model()  # before any batch
