@@ -119,7 +119,7 @@ def _relative_error(got: Tensor, want: Tensor) -> float:
 def _check(causal_lm: nn.Module) -> _Checked:
     """Once per model: the transform reproduces ``causal_lm(...).logits``, and does a packed row?
 
-    Two tiny probe forwards (eval mode, so no dropout): a plain sequence through the model's own
+    Tiny probe forwards (eval mode, so no dropout): a plain sequence through the model's own
     forward against ``FinalLogits(decoder(...))``; and two segments packed in one row, with restarted
     positions and a block-diagonal mask, against each segment alone. A mismatch in the first raises
     now; one in the second (ALiBi built from the 2-D mask, recurrent state, ...) is recorded and raised
@@ -158,8 +158,10 @@ def _check(causal_lm: nn.Module) -> _Checked:
         try:
             packed = decoder(input_ids=ids[None], attention_mask=_packed_mask(causal_lm, block), position_ids=positions,
                              use_cache=False).last_hidden_state[0]
-            alone = torch.cat([decoder(input_ids=part[None], attention_mask=torch.ones_like(part)[None],
-                                       use_cache=False).last_hidden_state[0] for part in ids.split(lengths)])
+            apart = torch.stack([ids[:4], torch.cat([ids[4:], ids[:1]])])  # (2, 4): b right-padded
+            attention = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], device=device)
+            alone_rows = decoder(input_ids=apart, attention_mask=attention, use_cache=False).last_hidden_state
+            alone = torch.cat([alone_rows[0], alone_rows[1, :3]])  # (7, H) each segment on its own
             packed_error = None
             packed_diff = _relative_error(packed, alone)
             if not packed_diff <= tolerance:

@@ -1,7 +1,7 @@
 """Every causal-LM architecture: the chunked head gives the log-probs of the model's own logits.
 
-The independent reference is ``model(input_ids).logits`` of each sequence run alone (no padding, no
-packing), log-softmaxed in float64. Each architecture gets a tiny random config with its final-logit
+The independent reference is ``model(input_ids, attention_mask).logits`` of the right-padded
+sequences, log-softmaxed in float64. Each architecture gets a tiny random config with its final-logit
 post-processing set to a value that matters (Cohere's ``logit_scale``, Granite's ``logits_scaling``,
 Gemma's soft-cap), and is checked for every quantity a loss asks for (plain sums, per-token values,
 WPO's ``log sum p^2``, epsilon-DPO's mixed log-probs against a second model of the same architecture)
@@ -95,23 +95,33 @@ def pairs() -> list[TokenizedPair]:
 
 
 def expected(policy, reference, batch_pairs) -> dict[str, list]:
-    """Per sequence (chosen 0..B-1, then rejected), from each model's own logits of the sequence alone."""
-    out = {"tokens": [], "sums": [], "lss": [], "minus": [], "plus": []}
+    """Per sequence (chosen 0..B-1, then rejected), from each model's own ``forward(...).logits``.
+
+    One right-padded forward per model with its attention mask (no lit-align code involved), then
+    log-softmax in float64 and a plain loop over each sequence's completion targets.
+    """
     sequences = [(p.prompt_ids, p.chosen_ids) for p in batch_pairs] + [(p.prompt_ids, p.rejected_ids) for p in batch_pairs]
+    length = max(len(p) + len(c) for p, c in sequences)
+    ids = torch.zeros(len(sequences), length, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, (prompt, completion) in enumerate(sequences):
+        ids[row, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+        attention[row, : len(prompt) + len(completion)] = 1
     with torch.no_grad():
-        for prompt, completion in sequences:
-            ids = torch.tensor([prompt + completion])
-            f = policy(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].double()  # (T, V)
-            g = reference(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].double()
-            scored = slice(len(prompt) - 1, ids.shape[1] - 1)  # positions whose target is a completion token
-            targets = ids[0, 1:][scored.start : scored.stop, None]
-            logp = torch.log_softmax(f[scored], -1)
-            out["tokens"].append(logp.gather(-1, targets)[:, 0])
-            out["sums"].append(out["tokens"][-1].sum())
-            out["lss"].append(torch.logsumexp(2 * logp, -1).mean())
-            for key, sign in (("minus", -1), ("plus", 1)):
-                mix = (1 - sign * EPS) * f[scored] + sign * EPS * g[scored]
-                out[key].append(torch.log_softmax(mix, -1).gather(-1, targets)[:, 0].sum())
+        f_all = policy(input_ids=ids, attention_mask=attention).logits.double()  # (2B, T, V)
+        g_all = reference(input_ids=ids, attention_mask=attention).logits.double()
+    out = {"tokens": [], "sums": [], "lss": [], "minus": [], "plus": []}
+    for row, (prompt, completion) in enumerate(sequences):
+        scored = slice(len(prompt) - 1, len(prompt) + len(completion) - 1)  # positions predicting a completion token
+        f, g = f_all[row, scored], g_all[row, scored]  # (n, V)
+        targets = torch.tensor(completion)[:, None]  # (n, 1)
+        logp = torch.log_softmax(f, -1)
+        out["tokens"].append(logp.gather(-1, targets)[:, 0])
+        out["sums"].append(out["tokens"][-1].sum())
+        out["lss"].append(torch.logsumexp(2 * logp, -1).mean())
+        for key, sign in (("minus", -1), ("plus", 1)):
+            mix = (1 - sign * EPS) * f + sign * EPS * g
+            out[key].append(torch.log_softmax(mix, -1).gather(-1, targets)[:, 0].sum())
     return out
 
 
