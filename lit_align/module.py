@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import chunked_logps, hidden_states, is_fsdp2, sequence_logps, unwrap_causal_lm
+from lit_align.logprobs import chunked_logps, final_logits, hidden_states, is_fsdp2, sequence_logps, unwrap_causal_lm
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, check_number
 from lit_align.models import ModelSource, resolve_dtype
@@ -145,6 +145,8 @@ class PreferenceModule(L.LightningModule):
         # Before sharding (a reference copies the unsharded policy); again on a later call, since a
         # cached reference can fill its tables only once a trainer and its data are attached.
         self.reference.configure(self)
+        for model in (self.policy, *self.references.values()):  # at setup, and before sharding: a model whose
+            final_logits(model)  # logits post-processing the chunked head cannot repeat fails here, not mid-run
         if self._device_mesh is not None and not is_fsdp2(unwrap_causal_lm(self.policy)):
             from lit_align.sharding import shard_fsdp2  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
 

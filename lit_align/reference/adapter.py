@@ -22,7 +22,7 @@ from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
-from lit_align.logprobs import hidden_states, sequence_logps
+from lit_align.logprobs import FinalLogits, hidden_states, sequence_logps
 from lit_align.reference.base import ReferenceStrategy
 
 
@@ -81,7 +81,7 @@ class AdapterDisabledReference(ReferenceStrategy):
             return sequence_logps(model, batch, request, module.logps_chunk_size)
 
     @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, FinalLogits]:
         with self.as_reference(module) as model:  # the head is shared with the policy (never adapted by all-linear)
             return hidden_states(model, batch)
 

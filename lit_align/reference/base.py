@@ -14,6 +14,7 @@ from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
+from lit_align.logprobs import FinalLogits
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -49,7 +50,7 @@ class ReferenceStrategy:
         return None
 
     @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, FinalLogits]:
         """The reference's last hidden states (2B, T, H) and lm_head, for losses that mix logits."""
         raise ConfigError(f"{self.describe()} has no reference model to run")
 

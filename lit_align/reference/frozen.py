@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import hidden_states, sequence_logps
+from lit_align.logprobs import FinalLogits, hidden_states, sequence_logps
 from lit_align.models import ModelSource
 from lit_align.reference.base import ReferenceStrategy, freeze
 
@@ -73,7 +73,7 @@ class FrozenReference(ReferenceStrategy):
         return sequence_logps(self.model(module), batch, request, module.logps_chunk_size)
 
     @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, nn.Module]:
+    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, FinalLogits]:
         return hidden_states(self.model(module), batch)
 
     def describe(self) -> str:
