@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--hh", default=str(REPO / HH_DEFAULT), help="HH-RLHF jsonl (chosen / rejected transcripts)")
     parser.add_argument("--out", default="runs/smollm2", help="where data, the run and the evaluations go")
-    parser.add_argument("--train-pairs", type=int, default=80)
-    parser.add_argument("--val-pairs", type=int, default=48)
-    parser.add_argument("--max-chars", type=int, default=400, help="longest transcript kept (characters)")
+    parser.add_argument("--train-pairs", type=int, default=48)
+    parser.add_argument("--val-pairs", type=int, default=32)
+    parser.add_argument("--max-chars", type=int, default=300, help="longest transcript kept (characters)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
     args = parser.parse_args(argv)
 
@@ -105,11 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
     common = ["--config", str(RECIPE), f"--data.init_args.train_path={data['train']}",
               f"--data.init_args.val_path={data['val']}", f"--trainer.logger.init_args.save_dir={out}"]
     results = {}
-    run(cli.main, "evaluate", *common, "--output_dir", str(out / "eval" / "before"))
+    held_out = "--trainer.limit_val_batches=1.0"  # the recipe skips validation during fit (evaluated here instead)
+    run(cli.main, "evaluate", *common, held_out, "--trainer.logger.init_args.name=untuned", "--output_dir", str(out / "eval" / "before"))
     fit = ["fit", *common] + ([f"--trainer.max_steps={args.max_steps}"] if args.max_steps else [])
     run(cli.main, *fit)
     ckpt = out / "dpo" / "checkpoints" / "last.ckpt"
-    run(cli.main, "evaluate", *common, "--ckpt_path", str(ckpt), "--output_dir", str(out / "eval" / "after"))
+    run(cli.main, "evaluate", *common, held_out, "--ckpt_path", str(ckpt), "--output_dir", str(out / "eval" / "after"))
     for name in ("before", "after"):
         results[name] = json.loads((out / "eval" / name / "results.json").read_text())["metrics"]
     print_table(results, time.perf_counter() - started, args)

@@ -150,7 +150,8 @@ def test_recipe_fits_and_evaluates_on_the_real_model(smollm2, tmp_path, monkeypa
     cli.main(["fit", *common, "--trainer.max_steps=2"])
     run = tmp_path / "runs" / "smollm2" / "dpo"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "hf" / "adapter_config.json").is_file()
-    cli.main(["evaluate", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--output_dir", str(tmp_path / "ev")])
+    cli.main(["evaluate", *common, "--trainer.limit_val_batches=1.0", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+              "--output_dir", str(tmp_path / "ev")])
     metrics = json.loads((tmp_path / "ev" / "results.json").read_text())["metrics"]
     assert metrics["val/rewards/margins"] != 0.0  # the adapter moved: the policy differs from its reference
 
@@ -179,7 +180,7 @@ def test_full_finetune_from_the_gguf_file_exports_a_loadable_directory(smollm2, 
     cli.main(["fit", *common, "--trainer.max_steps=2", "--trainer.limit_val_batches=0"])
     run = tmp_path / "full"
     assert "quantization_config" not in json.loads((run / "hf" / "config.json").read_text())
-    cli.main(["evaluate", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "hf"),
+    cli.main(["evaluate", "--config", str(run / "config.yaml"), "--trainer.limit_val_batches=1.0", "--ckpt_path", str(run / "hf"),
               "--output_dir", str(tmp_path / "ev")])
     metrics = json.loads((tmp_path / "ev" / "results.json").read_text())["metrics"]
     assert metrics["val/rewards/margins"] != 0.0
