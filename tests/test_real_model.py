@@ -184,3 +184,13 @@ def test_full_finetune_from_the_gguf_file_exports_a_loadable_directory(smollm2, 
               "--output_dir", str(tmp_path / "ev")])
     metrics = json.loads((tmp_path / "ev" / "results.json").read_text())["metrics"]
     assert metrics["val/rewards/margins"] != 0.0
+
+
+def test_benchmark_preset_has_the_real_model_size():
+    """benchmarks' smollm2 shape (for FLOPs) counts the real model's parameters (asserted on it above)."""
+    from benchmarks.shapes import PRESETS
+
+    preset = PRESETS["smollm2"]
+    assert preset.real and preset.shape.params() == 134_515_008 and preset.shape.vocab == 49152
+    with pytest.raises(SystemExit, match="real model"):
+        preset.reduced(2)
