@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     fit = ["fit", *common] + ([f"--trainer.max_steps={args.max_steps}"] if args.max_steps else [])
     run(cli.main, *fit)
     ckpt = out / "dpo" / "checkpoints" / "last.ckpt"
-    run(cli.main, "evaluate", *common, held_out, "--ckpt_path", str(ckpt), "--output_dir", str(out / "eval" / "after"))
+    run(cli.main, "evaluate", *common, held_out, "--trainer.logger.init_args.name=tuned", "--ckpt_path", str(ckpt),
+        "--output_dir", str(out / "eval" / "after"))  # own log dir: the fit's metrics.csv stays
     for name in ("before", "after"):
         results[name] = json.loads((out / "eval" / name / "results.json").read_text())["metrics"]
     print_table(results, time.perf_counter() - started, args)
