@@ -102,15 +102,24 @@ class Preset:
     """Model dimensions."""
     step_positions: int | None = None
     """Pairs per step at ``--seq-len L`` = step_positions // (2 L) (chosen and rejected rows of about L
-    positions each); None: 8 pairs (the CPU default workload)."""
+    positions each); None: ``pairs`` pairs (the CPU default workload)."""
+    pairs: int = 8
+    """Pairs per step of the mixed-length workload."""
+    numbers: tuple[int, int] = (10, 60)
+    """Numbers per prompt of the mixed-length workload (rows of about 6 to 6 x hi tokens)."""
+    real: bool = False
+    """The real pretrained SmolLM2-135M-Instruct (``lit_align.models.SmolLM2``: its weights and its tokenizer),
+    not a random init of the shape; the shape then only describes it (and gives the FLOPs)."""
 
     def batch_size(self, seq_len: int | None) -> int:
         if seq_len is None or self.step_positions is None:
-            return 8
+            return self.pairs
         return max(1, self.step_positions // (2 * seq_len))
 
     def reduced(self, num_layers: int | None) -> Preset:
         """The same preset with fewer layers (smoke runs)."""
+        if num_layers is not None and self.real:
+            raise SystemExit("--layers applies to random-init presets, not to a real model")
         return self if num_layers is None else replace(self, shape=replace(self.shape, num_layers=num_layers))
 
 
@@ -124,5 +133,10 @@ PRESETS: dict[str, Preset] = {
     # 25 GB of fp32 weights, grads, Adam moments and reference copy, on an 80 GB H100.
     "llama3.2-1b": Preset(Shape(hidden_size=2048, num_layers=16, num_heads=32, num_kv_heads=8, intermediate_size=8192,
                                 vocab_size=128256, tie_embeddings=True, rope_theta=5e5), step_positions=8192),
+    # SmolLM2-135M-Instruct (Allal et al. 2025), real weights: a 49152-row head is a fifth of its 134.5 M
+    # parameters. Short rows (prompts of 3 to 10 numbers, 20 to 65 tokens) and 4 pairs per step keep a
+    # step within seconds on two CPU cores.
+    "smollm2": Preset(Shape(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536,
+                            vocab_size=49152, tie_embeddings=True, rope_theta=1e5), pairs=4, numbers=(3, 10), real=True),
 }
 """``--preset`` choices."""

