@@ -194,6 +194,13 @@ class SmolLM2(PretrainedModel):
     FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
     def __init__(self, dtype: str = "float32", attn_implementation: str | None = None, gguf_cache: str | None = "auto") -> None:
+        """
+        Args:
+            dtype: Weight dtype the GGUF file is dequantized to: float32, bfloat16 or float16.
+            attn_implementation: e.g. sdpa or eager; None lets transformers choose.
+            gguf_cache: Where the dense conversion is kept: a directory, "auto" ($LIT_ALIGN_CACHE/gguf, default
+                ~/.cache/lit_align/gguf) or null (dequantize on every load, write nothing).
+        """
         super().__init__(path=self.PACKAGE, dtype=dtype, attn_implementation=attn_implementation, gguf_cache=gguf_cache)
 
     def gguf_location(self) -> tuple[Path, str]:

@@ -123,7 +123,10 @@ class Study:
         self.starts_root = starts_root or out / "starts"  # SFT starts and their pairs, shareable across studies
 
     def _once(self, marker: Path, step) -> None:
-        """Run ``step`` unless ``marker`` says it finished; write the marker only after it did."""
+        """Run ``step`` unless ``marker`` says it finished; write the marker only after it did.
+
+        A fit without its marker was interrupted (or is forced): it runs again with ``--overwrite``.
+        """
         if marker.is_file() and not self.force:
             return
         step()
@@ -155,7 +158,7 @@ class Study:
         c, root = self.config, self.start_dir(seed, args)
         layer = self._layer(root.parent, root.name, {})
         self._once(root / "done", lambda: self._cli(
-            "fit", "--config", str(REPO / c.sft), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
+            "fit", "--overwrite=true", "--config", str(REPO / c.sft), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
             f"--seed_everything={seed}", f"--data.init_args.train_path={data['train']}",
             f"--model.model.init_args.seed={seed}", *c.sft_args, *args))
         return root
@@ -175,7 +178,7 @@ class Study:
         for arm in c.arms:
             layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
             self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
-                "fit", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
+                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
                 f"--seed_everything={seed}", f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}",
                 *c.base_args, *substitute(arm.args, values)))
         # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition)
