@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_align.errors import UserError
 from lit_align.gguf import drop_gguf_marker
 from lit_align.models import PretrainedModel, SmolLM2, TinyModel
 
@@ -65,7 +66,7 @@ def test_gguf_identity_follows_the_file_content(tmp_path):
     path.write_bytes(b"GGUF" + bytes(99) + b"\x01")  # same size, other content
     os.utime(path, ns=(1, 1))
     assert PretrainedModel(str(path)).identity() != first
-    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+    with pytest.raises(UserError, match="missing.gguf"):
         PretrainedModel(str(tmp_path / "missing.gguf")).identity()
 
 
