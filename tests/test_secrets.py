@@ -116,11 +116,11 @@ def test_planted_keys_are_in_no_file_of_the_run_and_in_no_output(tmp_path, monke
             assert not any(s in str(err.value) for s in PLANTED), str(err.value)
         # an argument error quotes the whole task list, base_url included: masked
         tasks.write_text(yaml.safe_dump({"tasks": [mt_bench(url, api_key_env="LIT_ALIGN_TEST_JUDGE_KEY", bogus_option=1)]}))
-        with pytest.raises(SystemExit):
+        with pytest.raises(cli.UsageError) as refused:  # cli.run prints it as the one error line
             cli.main(["evaluate", "--config", str(run / "config.yaml"), "--config", str(tasks)])
+    assert "bogus_option" in str(refused.value) and "http://***@127.0.0.1" in str(refused.value)  # masked
     out, err = capfd.readouterr()
-    assert "bogus_option" in err and "http://***@127.0.0.1" in err  # the error was printed, masked
-    assert not [s for s in PLANTED if s in out + err]
+    assert not [s for s in PLANTED if s in out + err + str(refused.value)]
 
     assert sent == 4 * 2  # 2 questions x 2 turns, judged after fit and by evaluate
     # both keys reached the endpoint: the environment's as the bearer token (evaluate), the URL's
