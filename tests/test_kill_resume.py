@@ -23,6 +23,8 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers_reference import assert_tensors_equal
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # 16 batches per epoch: every kill and resume is mid-epoch
 
@@ -99,21 +101,6 @@ def losses(run: Path) -> dict[int, str]:
     return out
 
 
-def assert_same(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{where}: {sorted(set(a) ^ set(b))[:5]}"
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, case):
@@ -139,7 +126,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, case):
     resumed = torch.load(last, weights_only=False)
     assert full["global_step"] == resumed["global_step"] == STEPS
     for key in sorted(set(full) - {"callbacks", "hyper_parameters", "datamodule_hyper_parameters"}):
-        assert_same(full[key], resumed[key], key)
+        assert_tensors_equal(full[key], resumed[key], key)
     if case == "trdpo_moving":
         assert resumed["reference_strategy"]["updates"] == STEPS // 2 and any(k.startswith("references.") for k in resumed["state_dict"])
     if case == "epsilon_dpo":
