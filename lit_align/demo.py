@@ -90,18 +90,10 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
 
 def paired_verdicts(reference: Path, tuned: Path) -> tuple[int, int, float]:
     """Prompts the tuned model gets right and the reference wrong (and back), with McNemar's exact p."""
-    from math import comb
+    from lit_align.study import discordant, mcnemar, verdicts
 
-    def verdicts(folder: Path) -> list[bool]:
-        lines = (folder / "sort_verifier" / "answers.jsonl").read_text().splitlines()
-        return [json.loads(line)["correct"] for line in lines]
-
-    pairs = list(zip(verdicts(reference), verdicts(tuned)))
-    fixed = sum(t and not r for r, t in pairs)
-    broken = sum(r and not t for r, t in pairs)
-    n = fixed + broken
-    p = min(1.0, 2 * sum(comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n) if n else 1.0
-    return fixed, broken, p
+    fixed, broken = discordant(verdicts(reference), verdicts(tuned))
+    return fixed, broken, mcnemar(fixed, broken)
 
 
 def print_table(results: dict, out: Path, seconds: float) -> None:

@@ -29,8 +29,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
 
 
 def build_optimizer(model, total_steps, lr, weight_decay, betas, warmup_steps, schedule, min_lr_ratio) -> dict:
-    if schedule not in ("cosine", "linear", "constant"):
-        raise ValueError(f"schedule must be cosine, linear or constant, got {schedule!r}")
     total = int(total_steps) if math.isfinite(total_steps) else 0
     warmup = int(warmup_steps) if warmup_steps >= 1 else int(round(warmup_steps * total))
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))

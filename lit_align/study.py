@@ -110,6 +110,12 @@ def mcnemar(fixed: int, broken: int) -> float:
     return min(1.0, 2 * sum(comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n) if n else 1.0
 
 
+def discordant(reference: list[bool], tuned: list[bool]) -> tuple[int, int]:
+    """Prompts ``tuned`` gets right and ``reference`` wrong (fixed), and the reverse (broken)."""
+    pairs = list(zip(reference, tuned))
+    return sum(t and not r for r, t in pairs), sum(r and not t for r, t in pairs)
+
+
 def verdicts(eval_dir: Path, task: str = "sort_verifier") -> list[bool]:
     """Per-prompt correctness written by the verifier task, in prompt order."""
     return [json.loads(line)["correct"] for line in (eval_dir / task / "answers.jsonl").read_text().splitlines()]
@@ -223,12 +229,11 @@ class Study:
                 values = [r[key] for r in per_seed if isinstance(r.get(key), (int, float))]
                 if values:
                     stats[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": values}
-            fixed = broken = 0
-            for seed in c.seeds:  # paired per prompt against the baseline arm, pooled over seeds
-                base = verdicts(self.out / f"seed_{seed}" / "eval" / c.baseline)
-                mine = verdicts(self.out / f"seed_{seed}" / "eval" / name)
-                fixed += sum(m and not b for m, b in zip(mine, base))
-                broken += sum(b and not m for m, b in zip(mine, base))
+            base, mine = [], []  # paired per prompt against the baseline arm, pooled over seeds
+            for seed in c.seeds:
+                base += verdicts(self.out / f"seed_{seed}" / "eval" / c.baseline)
+                mine += verdicts(self.out / f"seed_{seed}" / "eval" / name)
+            fixed, broken = discordant(base, mine)
             rows[name] = {"metrics": stats, "vs_baseline": {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}}
         curves = {a.name: {m: [self.curve(s, a.name, m) for s in c.seeds] for m in c.curves} for a in c.arms}
         summary = {"title": c.title, "finding": c.finding, "seeds": c.seeds, "baseline": c.baseline, "axis": c.axis,
