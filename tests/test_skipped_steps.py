@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 
 import lightning as L
-import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
