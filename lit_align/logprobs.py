@@ -366,13 +366,41 @@ def _left_aligned(token_logps: Tensor, mask: Tensor, seq: Tensor, counts: Tensor
     return values, present
 
 
+@dataclass
+class ModelPass:
+    """One decoder forward of a model over a batch: every log-prob in lit-align is computed from one.
+
+    The policy's and every reference's log-probs come from ``ModelPass.logps``; epsilon-DPO hands the
+    reference's pass to the policy's (``mix``), so the two models' logits meet inside one chunk loop.
+    """
+
+    model: nn.Module  # the causal LM that ran (PEFT wrapper removed)
+    hidden: Tensor  # (R, T, H) last hidden states
+    head: FinalLogits  # hidden -> the model's final logits
+
+    def logps(self, batch: PreferenceBatch, request: LogpsRequest = LogpsRequest(), chunk_size: int | None = 1024,
+              mix: ModelPass | None = None) -> SequenceLogps:
+        """Summed completion log-probs (``chunked_logps``); ``mix`` is the reference pass for ``request.mix_eps``."""
+        return chunked_logps(self.hidden, self.head, batch, request, chunk_size,
+                             mix_hidden=None if mix is None else mix.hidden, mix_head=None if mix is None else mix.head)
+
+    def release(self) -> None:
+        """After a no-grad pass: free an FSDP2 root's gathered weights (no backward will need them)."""
+        if not torch.is_grad_enabled() and is_fsdp2(self.model):
+            self.model.reshard()
+
+
+def run_model(model: nn.Module, batch: PreferenceBatch) -> ModelPass:
+    """The decoder forward of ``model`` (a causal LM, PEFT-wrapped or not) over all rows of the batch."""
+    hidden, head = hidden_states(model, batch)
+    return ModelPass(unwrap_causal_lm(model), hidden, head)
+
+
 def sequence_logps(
     model: nn.Module, batch: PreferenceBatch, request: LogpsRequest = LogpsRequest(), chunk_size: int | None = 1024
 ) -> SequenceLogps:
     """One forward of ``model`` over the batch, then chunked log-probs (the common case)."""
-    hidden, head = hidden_states(model, batch)
-    causal_lm = unwrap_causal_lm(model)
-    out = chunked_logps(hidden, head, batch, request, chunk_size)
-    if not torch.is_grad_enabled() and is_fsdp2(causal_lm):
-        causal_lm.reshard()  # a reference: free the gathered root weights (no backward will need them)
+    forward = run_model(model, batch)
+    out = forward.logps(batch, request, chunk_size)
+    forward.release()  # a reference's root weights are gathered again on its next forward
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Literal
 
@@ -11,21 +10,23 @@ import torch
 from torch import nn
 
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import chunked_logps, final_logits, hidden_states, is_fsdp2, sequence_logps, unwrap_causal_lm
-from lit_align.losses import DPO, PreferenceLoss
 from lit_align.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, check_number
-from lit_align.models import ModelSource, resolve_dtype
+from lit_align.logprobs import final_logits, is_fsdp2, run_model, unwrap_causal_lm
+from lit_align.losses import DPO, PreferenceLoss
+from lit_align.models import ModelSource
 from lit_align.optim import build_optimizer
 from lit_align.reference import FrozenReference, ReferenceStrategy
+from lit_align.reference.base import ReferenceContext, ReferenceData, check_compatible
 
 
 class PreferenceModule(L.LightningModule):
     """Tunes a causal LM on preference pairs.
 
-    One training step: a single concatenated forward of the policy over chosen and rejected rows,
-    the reference's log-probs (or none), the loss, and after each real optimizer step the
-    reference strategy's update. Everything a checkpoint needs to resume exactly is state: policy
-    weights, loss buffers, moving reference weights, the strategy's counters.
+    One training step: the reference's log-probs (or none), a single concatenated forward of the
+    policy over chosen and rejected rows, the loss, and after each real optimizer step the reference
+    strategy's update. The policy, the loss and the reference strategy are submodules, so
+    everything a checkpoint needs to resume exactly is in ``state_dict``: policy weights, loss
+    buffers, a moving reference's weights and counters.
     """
 
     def __init__(
@@ -82,10 +83,9 @@ class PreferenceModule(L.LightningModule):
         self.logps_chunk_size = logps_chunk_size
         self.compile = compile
         self.policy: nn.Module | None = None
-        self.references = nn.ModuleDict()  # filled by the reference strategy in configure_model
         self._check_settings()
         self.tokenizer = model.load_tokenizer() if model is not None else None
-        self._check_combination()
+        check_compatible(self.loss, self.reference)
 
     def _check_settings(self) -> None:
         """Refuse optimiser settings that cannot work, naming them (torch's own errors do not)."""
@@ -103,28 +103,6 @@ class PreferenceModule(L.LightningModule):
             check_number("logps_chunk_size", self.logps_chunk_size, 1, integer=True)
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
-
-    def _check_combination(self) -> None:
-        if self.loss.requires_reference and not self.reference.provides_logps:
-            raise ConfigError(
-                f"{self.loss.describe()} needs reference log-probs but the reference is {self.reference.describe()}: "
-                "use FrozenReference (or another strategy), or a reference-free loss (SimPO, ORPO, CPO, SFT)"
-            )
-        if self.loss.requires_unconditional_reference and not self.reference.scores_unconditionally:
-            raise ConfigError(
-                f"{self.loss.describe()} compares with the reference's unconditional log p(y) but {self.reference.describe()} "
-                "scores responses with their prompts: use UnconditionalReference or CachedReference(unconditional=True)"
-            )
-        if self.loss.reference_logps_request.token_logps and not self.reference.provides_token_logps:
-            raise ConfigError(
-                f"{self.loss.describe()} reweights the reference's per-token log-probs, which {self.reference.describe()} "
-                "does not keep (sums only): use FrozenReference or a moving reference, or reference_too: false"
-            )
-        if self.loss.requires_reference_logits and not self.reference.provides_logits:
-            raise ConfigError(
-                f"{self.loss.describe()} mixes reference logits every step, which {self.reference.describe()} cannot "
-                "provide: use FrozenReference or a moving reference"
-            )
 
     # --- building -------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -144,26 +122,28 @@ class PreferenceModule(L.LightningModule):
                     layer.compile(dynamic=True)
         # Before sharding (a reference copies the unsharded policy); again on a later call, since a
         # cached reference can fill its tables only once a trainer and its data are attached.
-        self.reference.configure(self)
-        for model in (self.policy, *self.references.values()):  # at setup, and before sharding: a model whose
-            final_logits(model)  # logits post-processing the chunked head cannot repeat fails here, not mid-run
+        self.reference.configure(self.policy, self.reference_context())
+        for model in (self.policy, *self.reference.reference_models()):  # at setup, and before sharding: a model
+            final_logits(model)  # whose logits post-processing the chunked head cannot repeat fails here, not mid-run
         if self._device_mesh is not None and not is_fsdp2(unwrap_causal_lm(self.policy)):
             from lit_align.sharding import shard_fsdp2  # ModelParallelStrategy: FSDP2 over the data-parallel mesh
 
             shard_fsdp2(self, self._device_mesh["data_parallel"])
 
-    def train(self, mode: bool = True) -> PreferenceModule:
-        super().train(mode)
-        for reference in self.references.values():  # Lightning calls train() at fit start: dropout
-            reference.eval()  # in a reference would make its log-probs noisy
-        return self
+    def reference_context(self) -> ReferenceContext:
+        """What the reference strategy may know of this run: the policy's source and tokenizer, the data."""
+        data = None
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None:
+            from lit_align.data.collate import PairCollator
 
-    def initial_policy_copy(self, dtype: str | None = None) -> nn.Module:
-        """A detached copy of the policy as built (called before any step; used by frozen references)."""
-        clone = copy.deepcopy(unwrap_causal_lm(self.policy))
-        if hasattr(clone, "activation_checkpointing_disable") and self.activation_checkpointing:
-            clone.activation_checkpointing_disable()
-        return clone.to(resolve_dtype(dtype)) if dtype else clone
+            sets = {"train": getattr(datamodule, "train_set", None), "val": getattr(datamodule, "val_set", None)}
+            splits = {name: list(dataset.pairs) if hasattr(dataset, "pairs") else [dataset[i] for i in range(len(dataset))]
+                      for name, dataset in sets.items() if dataset is not None}
+            collate = PairCollator(datamodule.pad_token_id, getattr(datamodule, "pad_to_multiple_of", 8))
+            data = ReferenceData(splits, collate, trainer.global_rank, lambda: trainer.strategy.barrier("reference_cache"))
+        return ReferenceContext(self.model_source, self.tokenizer, self.logps_chunk_size, data)
 
     def configure_optimizers(self):
         config = build_optimizer(
@@ -184,21 +164,22 @@ class PreferenceModule(L.LightningModule):
         request, ref_request = self.loss.logps_request, self.loss.reference_logps_request
         if not self.loss.uses_rejected and not batch.packed:
             batch = batch.chosen_only()  # SFT alone: forwarding the rejected rows would double the cost for nothing
-        if request.mix_eps is not None:  # epsilon-DPO: both models' logits meet inside one chunk loop
-            ref_hidden, ref_head = self.reference.hidden_states(self, batch)
-            reference = chunked_logps(ref_hidden, ref_head, batch, ref_request, self.logps_chunk_size)
-            hidden, head = hidden_states(self.policy, batch)
-            policy = chunked_logps(hidden, head, batch, request, self.logps_chunk_size, mix_hidden=ref_hidden, mix_head=ref_head)
-        else:
-            policy = sequence_logps(self.policy, batch, request, self.logps_chunk_size)
-            reference = self.reference.logps(self, batch, ref_request) if self.loss.requires_reference else None
+        reference, ref_pass = None, None
+        if self.loss.requires_reference_logits:  # epsilon-DPO: the reference's logits are mixed into the policy's
+            ref_pass = self.reference.model_pass(self.policy, batch)
+            reference = ref_pass.logps(batch, ref_request, self.logps_chunk_size)
+        elif self.loss.requires_reference:
+            reference = self.reference.logps(self.policy, batch, ref_request)
+        policy = run_model(self.policy, batch).logps(batch, request, self.logps_chunk_size, mix=ref_pass)
+        if ref_pass is not None:
+            ref_pass.release()
         return policy, reference, self.loss(policy, reference, batch)
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:
         policy, reference, out = self.forward_step(batch)
         loss = out.losses.mean()
         metrics = {"loss": loss.detach(), **self.step_metrics(policy, reference, out)}
-        metrics.update({k: torch.tensor(float(v)) for k, v in self.reference.metrics(self).items()})
+        metrics.update({k: torch.as_tensor(v, dtype=torch.float32).clone() for k, v in self.reference.metrics().items()})
         self.stop_if_not_finite(loss, metrics, batch_idx)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=batch.num_pairs, prog_bar=False)
         self.log("train_loss", loss.detach(), batch_size=batch.num_pairs, prog_bar=True, logger=False)
@@ -237,7 +218,7 @@ class PreferenceModule(L.LightningModule):
         # before the module's, so a later update would be checkpointed one step behind.
         self.loss.after_optimizer_step(applied)
         if applied:
-            self.reference.after_optimizer_step(self, self.trainer.global_step + 1)
+            self.reference.after_optimizer_step(self.policy, self.trainer.global_step + 1)
 
     token_mean_metrics = frozenset({"kl/per_token"})
     """Metrics of ``step_metrics`` that are means over completion tokens; every other one is a mean over pairs."""
@@ -310,19 +291,19 @@ class PreferenceModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     # --- checkpoints ----------------------------------------------------------------------------
+    def rebuilt_reference_key(self, key: str) -> bool:
+        """Whether a state-dict key is a reference model's weight (``reference.model.*``, ``reference.ensemble.*``)."""
+        return key.startswith(tuple(f"reference.{name}." for name, _ in self.reference.named_children()))
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A frozen reference is rebuilt from its source, so its weights stay out of checkpoints,
         # except sharded (DCP) ones, whose loader fails on keys left out.
         if not (self.reference.checkpoint_weights or self._device_mesh is not None):
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("references.")}
-        checkpoint["reference_strategy"] = self.reference.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.reference.load_state_dict(checkpoint.get("reference_strategy", {}))
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self.rebuilt_reference_key(k)}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not (k.startswith("references."))]
+        missing = [k for k in result.missing_keys if not self.rebuilt_reference_key(k)]
         if strict and (missing or result.unexpected_keys):
             raise CheckpointMismatchError(f"checkpoint does not match the configured module (another model size or loss?): missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
         return result

@@ -46,8 +46,9 @@ def mrpo_two_reference(
 
     The last line is :func:`multi_reference_logq` with weight ``1 - a`` on reference 1 and ``a`` on
     reference 2 (``1/q = (1-a)/p1 + a/p2``): in the harmonic-mean form the official code's ``a``
-    multiplies the other reference. Test (ALGORITHMS.md): l1w -10, l1l -14, l2w -12, l2l -13,
-    eta 0.1 -> a 0.8, log q_w -11.913017, log q_l -13.190108.
+    multiplies the other reference. Worked example (by hand from the formulas above, MRPO, Le et al.
+    2024, arXiv 2405.16388): l1w -10, l1l -14, l2w -12, l2l -13, eta 0.1 -> a 0.8, log q_w -11.913017,
+    log q_l -13.190108.
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")

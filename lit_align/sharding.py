@@ -31,12 +31,11 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 def shard_fsdp2(module, mesh) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    models = [unwrap_causal_lm(module.policy)] + list(module.references.values())
+    models = [unwrap_causal_lm(module.policy)] + module.reference.reference_models()
     for model in models:
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=mesh, reshard_after_forward=True)
         fully_shard(model, mesh=mesh, reshard_after_forward=True)
-
 
 
 def _module_wrap_policy() -> type:

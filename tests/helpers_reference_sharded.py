@@ -50,7 +50,7 @@ def shard_decoder_layout(module, mesh) -> None:
 
     from lit_align.sharding import decoder_layers
 
-    for model in [unwrap_causal_lm(module.policy)] + list(module.references.values()):
+    for model in [unwrap_causal_lm(module.policy)] + module.reference.reference_models():
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=mesh, reshard_after_forward=True)
         decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -65,12 +65,12 @@ class Recording(MovingReference):
         self.initial: dict[str, torch.Tensor] = {}
         self.snapshots: list[dict[str, torch.Tensor]] = []
 
-    def after_optimizer_step(self, module, step: int) -> None:
+    def after_optimizer_step(self, policy, step: int) -> None:
         if not self.initial:
-            self.initial = {k: full(v) for k, v in self.model(module).named_parameters()}
+            self.initial = {k: full(v) for k, v in self.model.named_parameters()}
         if step % self.tau == 0:
-            self.snapshots.append({k: full(v) for k, v in unwrap_causal_lm(module.policy).named_parameters()})
-        super().after_optimizer_step(module, step)
+            self.snapshots.append({k: full(v) for k, v in unwrap_causal_lm(policy).named_parameters()})
+        super().after_optimizer_step(policy, step)
 
 
 def main(kind: str, data_dir: str, out_dir: str, tied: str = "tied", layout: str = "module") -> None:
@@ -99,7 +99,7 @@ def main(kind: str, data_dir: str, out_dir: str, tied: str = "tied", layout: str
         max_length=64, max_prompt_length=32, chat_template=False,
     )
     trainer.fit(module, datamodule=dm)
-    reference = {k: full(v) for k, v in strategy.model(module).named_parameters()}
+    reference = {k: full(v) for k, v in strategy.model.named_parameters()}
     policy = {k: full(v) for k, v in unwrap_causal_lm(module.policy).named_parameters()}
     expected = {}
     for name, start in strategy.initial.items():
@@ -108,9 +108,9 @@ def main(kind: str, data_dir: str, out_dir: str, tied: str = "tied", layout: str
             value.lerp_(snap[name], 0.5)
         expected[name] = value
     torch.save(
-        {"reference": reference, "expected": expected, "policy": policy, "updates": strategy.updates,
-         "distance": strategy.distance, "sharded": any(hasattr(p, "to_local") for p in module.policy.parameters()),
-         "reference_sharded": all(hasattr(p, "to_local") for p in strategy.model(module).parameters())},
+        {"reference": reference, "expected": expected, "policy": policy, "updates": int(strategy.updates),
+         "distance": float(strategy.distance), "sharded": any(hasattr(p, "to_local") for p in module.policy.parameters()),
+         "reference_sharded": all(hasattr(p, "to_local") for p in strategy.model.parameters())},
         Path(out_dir) / f"rank{trainer.global_rank}.pt",
     )
 

@@ -58,11 +58,11 @@ def test_fit_changes_the_policy_and_not_the_frozen_reference(tiny_source, sort_t
     data = PreferenceDataModule(train_path=str(sort_task["train"]), batch_size=4)
     start = {k: v.clone() for k, v in tiny_source.load_model().state_dict().items()}
     quiet_trainer(max_steps=3).fit(module, data)
-    policy, reference = module.policy.state_dict(), module.references["frozen"].state_dict()
+    policy, reference = module.policy.state_dict(), module.reference.model.state_dict()
     assert any(not torch.equal(policy[k], start[k]) for k in start)
     assert all(torch.equal(reference[k], start[k]) for k in start)
-    assert all(not p.requires_grad for p in module.references.parameters())
-    assert not module.references["frozen"].training
+    assert all(not p.requires_grad for p in module.reference.parameters())
+    assert not module.reference.model.training
 
 
 def test_activation_checkpointing_really_takes_effect(sort_task):

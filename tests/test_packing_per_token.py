@@ -7,7 +7,6 @@ per-sequence quantity there needs no ``seq_ids`` bookkeeping at all.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -154,8 +153,7 @@ def test_stored_references_count_tokens_per_sequence(collator):
     column = DatasetColumnReference().logps(None, batch, LogpsRequest())
     cached = CachedReference()
     cached.tables = {"val": torch.tensor([[-1.0 - i, -2.0 - i] for i in range(6)])}
-    not_training = SimpleNamespace(_trainer=SimpleNamespace(training=False), training=False)
-    stored = cached.logps(not_training, batch, LogpsRequest())
+    stored = cached.eval().logps(None, batch, LogpsRequest())  # eval mode: the val table
     for out in (column, stored):
         assert out.chosen_tokens.tolist() == chosen and out.rejected_tokens.tolist() == rejected
         assert out.chosen.tolist() == [-1.0 - p.index for p in batch_pairs]

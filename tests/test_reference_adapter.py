@@ -40,9 +40,9 @@ def test_reference_of_a_fresh_adapter_is_the_base_model_bit_for_bit(tmp_path):
     dm = data(tmp_path)
     strategy = AdapterDisabledReference()
     m, _ = fit(tmp_path, strategy, steps=2, dm=dm, source=lora())
-    assert len(m.references) == 0  # no second copy
+    assert not list(m.reference.parameters()) and not m.reference.reference_models()  # no second copy
     batch = batch_of(dm)
-    ref = strategy.logps(m, batch, LogpsRequest())
+    ref = strategy.logps(m.policy, batch, LogpsRequest())
     base = sequence_logps(tiny_source().load_model().eval(), batch)
     assert torch.equal(ref.chosen, base.chosen) and torch.equal(ref.rejected, base.rejected)
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_continued_adapter_reference_is_that_adapter_frozen(tmp_path):
     assert strategy.initial is not None and all("lora_" in n for n in strategy.initial)
     batch = batch_of(dm)
     before = {n: p.detach().clone() for n, p in m.policy.named_parameters()}
-    ref = strategy.logps(m, batch, LogpsRequest())
+    ref = strategy.logps(m.policy, batch, LogpsRequest())
     after = dict(m.policy.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
     loaded = PeftModel.from_pretrained(tiny_source().load_model(), path).eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -53,12 +52,14 @@ def test_dataset_columns_are_the_reference_and_missing_columns_say_what_to_do():
 
 
 def test_lookup_uses_the_split_being_run():
-    """Pair index 3 of train holds (-1, -2); of val (-10, -20): the trainer's state picks the table."""
+    """Pair index 3 of train holds (-1, -2); of val (-10, -20): the module's train / eval mode, which
+    Lightning sets for each loop and the strategy follows as a submodule, picks the table."""
     strategy = CachedReference()
     strategy.tables = {"train": torch.tensor([[0.0, 0.0]] * 3 + [[-1.0, -2.0]]), "val": torch.tensor([[0.0, 0.0]] * 3 + [[-10.0, -20.0]])}
+    m = module(strategy)
     for training, expected in ((True, [-1.0, -2.0]), (False, [-10.0, -20.0])):
-        fake = SimpleNamespace(_trainer=SimpleNamespace(training=training), training=training)
-        out = strategy.logps(fake, toy_batch(), LogpsRequest())
+        m.train(training)
+        out = strategy.logps(None, toy_batch(), LogpsRequest())
         assert [out.chosen.item(), out.rejected.item()] == expected
 
 
@@ -118,8 +119,9 @@ def test_cache_key_changes_with_the_data_and_the_scoring_mode(tmp_path):
     dm.tokenizer_path = None
     pairs = [p for p in dm.load(dm.train_path, "train", m.tokenizer, "train")]
     assert data_fingerprint(pairs) != data_fingerprint(pairs[1:])
-    assert CachedReference().key(m, pairs) != CachedReference(unconditional=True).key(m, pairs)
-    assert CachedReference().key(m, pairs) != CachedReference().key(m, pairs[:-1])
+    context = m.reference_context()
+    assert CachedReference().key(context, pairs) != CachedReference(unconditional=True).key(context, pairs)
+    assert CachedReference().key(context, pairs) != CachedReference().key(context, pairs[:-1])
 
 
 def test_unconditional_scores_equal_the_completion_alone(tmp_path):
@@ -136,5 +138,5 @@ def test_unconditional_scores_equal_the_completion_alone(tmp_path):
     live = UnconditionalReference()
     m = module(live)
     m.configure_model()
-    out = live.logps(m, PairCollator(257, 8)(pairs), LogpsRequest())
+    out = live.logps(m.policy, PairCollator(257, 8)(pairs), LogpsRequest())
     torch.testing.assert_close(torch.stack([out.chosen, out.rejected], -1), expected, rtol=0, atol=2e-5)

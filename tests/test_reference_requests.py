@@ -60,7 +60,7 @@ def test_reference_too_after_training_matches_a_hand_computation(tiny_source, so
         _, _, out = module.forward_step(batch)
         request = LogpsRequest(token_logps=True)
         pol = sequence_logps(module.policy, batch, request, None)
-        ref = sequence_logps(module.references["frozen"], batch, request, None)
+        ref = sequence_logps(module.reference.model, batch, request, None)
     half = batch.num_pairs
     p = desensitized_by_hand(pol.token_logps, pol.token_mask, half, alpha)
     q = desensitized_by_hand(ref.token_logps, ref.token_mask, half, alpha)

@@ -42,7 +42,7 @@ def test_lora_adapter_of_the_reference_follows_the_trdpo_recurrence(tmp_path):
     expected = copy.deepcopy(states[0])  # the reference starts as the policy (fresh adapter: B = 0)
     for step in (2, 4):
         expected = {k: v.lerp(states[step][k], 0.5) for k, v in expected.items()}
-    reference = dict(m.references["moving"].named_parameters())
+    reference = dict(m.reference.model.named_parameters())
     assert m.reference.updates == 2
     for name, value in expected.items():
         torch.testing.assert_close(reference[name], value, rtol=0, atol=1e-7)

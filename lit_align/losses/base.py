@@ -102,6 +102,11 @@ class PreferenceLoss(nn.Module):
         """True when the reference's full logits are needed every step (epsilon-DPO's mixing)."""
         return self.logps_request.mix_eps is not None
 
+    @property
+    def requires_reference_token_logps(self) -> bool:
+        """True when the reference's per-token log-probs are needed, not only its sums (LD-DPO, reference_too)."""
+        return self.reference_logps_request.token_logps
+
     def forward(self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch) -> LossOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
-from lit_align.logprobs import FinalLogits, hidden_states, sequence_logps
-from lit_align.reference.base import ReferenceStrategy
+from lit_align.logprobs import ModelPass, run_model, sequence_logps
+from lit_align.reference.base import ReferenceContext, ReferenceStrategy
 
 
 class AdapterDisabledReference(ReferenceStrategy):
@@ -35,26 +35,27 @@ class AdapterDisabledReference(ReferenceStrategy):
             keep_initial_adapter: Reference = the adapter as loaded (True) or no adapter (False); null: True iff
                 the policy continues an existing adapter (``LoraSource.adapter_path``).
         """
+        super().__init__()
         self.keep_initial_adapter = keep_initial_adapter
         self.initial: dict[str, torch.Tensor] | None = None
-        """The adapter's starting weights (only when keeping the initial adapter)."""
+        """The adapter's starting weights (only when keeping the initial adapter); rebuilt, not checkpointed."""
 
-    def configure(self, module) -> None:
-        if not hasattr(module.policy, "disable_adapter"):
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        if not hasattr(policy, "disable_adapter"):
             raise ConfigError(
                 "AdapterDisabledReference needs a PEFT policy: set model to lit_align.peft_config.LoraSource "
                 "(or use FrozenReference)"
             )
         keep = self.keep_initial_adapter
         if keep is None:
-            keep = bool(getattr(module.model_source, "adapter_path", None))
+            keep = bool(getattr(context.policy_source, "adapter_path", None))
         if keep and self.initial is None:  # configure_model runs before a checkpoint is restored: these are the start
-            self.initial = {n: p.detach().clone() for n, p in module.policy.named_parameters() if p.requires_grad}
+            self.initial = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
 
     @contextmanager
-    def as_reference(self, module) -> Iterator[nn.Module]:
-        """Within the block, ``module.policy`` computes the reference (eval mode, no grad)."""
-        policy = module.policy
+    def as_reference(self, policy: nn.Module) -> Iterator[nn.Module]:
+        """Within the block, ``policy`` computes the reference (eval mode, no grad)."""
         was_training = policy.training
         policy.eval()
         try:
@@ -76,14 +77,14 @@ class AdapterDisabledReference(ReferenceStrategy):
             policy.train(was_training)
 
     @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        with self.as_reference(module) as model:
-            return sequence_logps(model, batch, request, module.logps_chunk_size)
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        with self.as_reference(policy) as model:
+            return sequence_logps(model, batch, request, self.chunk_size)
 
     @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, FinalLogits]:
-        with self.as_reference(module) as model:  # the head is shared with the policy (never adapted by all-linear)
-            return hidden_states(model, batch)
+    def model_pass(self, policy: nn.Module, batch: PreferenceBatch) -> ModelPass:
+        with self.as_reference(policy) as model:  # the head is shared with the policy (never adapted by all-linear)
+            return run_model(model, batch)
 
     def describe(self) -> str:
         return f"AdapterDisabledReference(keep_initial_adapter={self.keep_initial_adapter})"

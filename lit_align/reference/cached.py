@@ -7,7 +7,7 @@ that changes the numbers: the reference's identity and dtype, the tokenizer (nam
 the tokenised pairs of the split (which covers the data files, format, chat template and length
 budgets) and the scoring mode. A later run with the same key (a beta sweep, a resume) loads the
 file and runs zero reference forwards. Rows are looked up by ``batch.index`` in the split being
-run (train while the trainer is training, else val).
+run: train while the strategy is in training mode (it follows the LightningModule's), else val.
 
 Ranks: global rank 0 computes and writes (atomically), the others wait at a barrier and load; on a
 filesystem not shared between nodes a rank that still finds no file computes it itself.
@@ -24,12 +24,13 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
-from lit_align.reference.base import ReferenceStrategy
+from lit_align.reference.base import ReferenceContext, ReferenceData, ReferenceStrategy
 from lit_align.reference.frozen import build_reference_model
 from lit_align.reference.unconditional import start_token_id, strip_prompts
 
@@ -50,13 +51,6 @@ def data_fingerprint(pairs) -> str:
     for p in pairs:
         h.update(json.dumps([p.index, p.prompt_ids, p.chosen_ids, p.rejected_ids]).encode())
     return h.hexdigest()
-
-
-def split_of(module) -> str:
-    """'train' while the trainer is fitting a training batch, else 'val' (validation, sanity check, test)."""
-    trainer = getattr(module, "_trainer", None)
-    training = trainer.training if trainer is not None else module.training
-    return "train" if training else "val"
 
 
 def completion_counts(batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +90,7 @@ class CachedReference(ReferenceStrategy):
             batch_size: Pairs per reference forward while filling the cache.
             unconditional: Score each response without its prompt (log p(y), the study's likelihood reward).
         """
+        super().__init__()
         self.source = source
         self.dtype = dtype
         self.cache_dir = cache_dir
@@ -111,62 +106,54 @@ class CachedReference(ReferenceStrategy):
         """Batches served from the cache."""
 
     # --- building ---------------------------------------------------------------------------------
-    def starting_point(self, module) -> ModelSource:
+    def starting_point(self, context: ReferenceContext) -> ModelSource:
         """The reference's source: ``source``, else the policy's own, loaded afresh.
 
         Not a copy of the policy as it is now: when ``cli.py evaluate`` fills a cache the policy
         already holds tuned weights, and a copy of them would be cached as the reference.
         """
-        return self.source if self.source is not None else module.model_source
+        return self.source if self.source is not None else context.policy_source
 
-    def key(self, module, pairs) -> str:
-        source = self.starting_point(module)
+    def key(self, context: ReferenceContext, pairs) -> str:
         return _sha({
-            "version": CACHE_VERSION, "reference": source.identity(), "dtype": self.dtype,
-            "tokenizer": tokenizer_fingerprint(module.tokenizer), "data": data_fingerprint(pairs),
+            "version": CACHE_VERSION, "reference": self.starting_point(context).identity(), "dtype": self.dtype,
+            "tokenizer": tokenizer_fingerprint(context.tokenizer), "data": data_fingerprint(pairs),
             "unconditional": self.unconditional,
         })
 
-    def configure(self, module) -> None:
-        trainer = getattr(module, "_trainer", None)
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if self.tables or datamodule is None:
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        data = context.data
+        if self.tables or data is None:
             return  # not attached yet (or already prepared); logps explains what is missing
-        splits = {"train": getattr(datamodule, "train_set", None), "val": getattr(datamodule, "val_set", None)}
         model = None
-        for split, dataset in splits.items():
-            if dataset is None:
-                continue
-            pairs = list(dataset.pairs) if hasattr(dataset, "pairs") else [dataset[i] for i in range(len(dataset))]
-            path = Path(self.cache_dir) / f"{self.key(module, pairs)}.{split}.pt"
-            if not path.exists() and trainer.global_rank == 0:
-                model = model if model is not None else build_reference_model(module, self.starting_point(module), self.dtype)
-                self._write(path, self._compute(module, model, pairs, datamodule))
+        for split, pairs in data.splits.items():
+            path = Path(self.cache_dir) / f"{self.key(context, pairs)}.{split}.pt"
+            if not path.exists() and data.rank == 0:
+                model = model if model is not None else build_reference_model(policy, self.starting_point(context), self.dtype)
+                self._write(path, self._compute(model, pairs, data, context))
                 self.status[split] = "computed"
-            trainer.strategy.barrier("reference_cache")
+            data.barrier()
             if path.exists():
                 self.tables[split] = torch.load(path, weights_only=True)["logps"]
                 self.status.setdefault(split, "loaded")
             else:  # rank > 0 on a filesystem not shared with rank 0
-                model = model if model is not None else build_reference_model(module, self.starting_point(module), self.dtype)
-                self.tables[split] = self._compute(module, model, pairs, datamodule)
+                model = model if model is not None else build_reference_model(policy, self.starting_point(context), self.dtype)
+                self.tables[split] = self._compute(model, pairs, data, context)
                 self.status[split] = "computed"
             print(f"[reference] {split}: {len(pairs)} pairs {self.status[split]} ({path})")
         del model  # the reference model is not needed again
 
     @torch.no_grad()
-    def _compute(self, module, model, pairs, datamodule) -> torch.Tensor:
-        from lit_align.data.collate import PairCollator
-
-        collate = PairCollator(datamodule.pad_token_id, getattr(datamodule, "pad_to_multiple_of", 8))
+    def _compute(self, model: nn.Module, pairs, data: ReferenceData, context: ReferenceContext) -> torch.Tensor:
         device = next(model.parameters()).device
-        start = start_token_id(module.tokenizer) if self.unconditional else None
+        start = start_token_id(context.tokenizer) if self.unconditional else None
         table = torch.full((max(p.index for p in pairs) + 1, 2), float("nan"), dtype=torch.float32)
         for i in range(0, len(pairs), self.batch_size):
-            batch = collate(pairs[i : i + self.batch_size]).to(device)
+            batch = data.collate(pairs[i : i + self.batch_size]).to(device)
             if start is not None:
                 batch = strip_prompts(batch, start)
-            out = sequence_logps(model, batch, LogpsRequest(), module.logps_chunk_size)
+            out = sequence_logps(model, batch, LogpsRequest(), self.chunk_size)
             self.forwards += 1
             table[batch.index.cpu()] = torch.stack([out.chosen, out.rejected], -1).float().cpu()
         return table
@@ -179,8 +166,8 @@ class CachedReference(ReferenceStrategy):
 
     # --- one step ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        split = split_of(module)
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        split = "train" if self.training else "val"  # validation, sanity check, test and evaluate: val
         if split not in self.tables:
             raise ConfigError(
                 f"CachedReference has no {split} cache: fit with a PreferenceDataModule (train_set / val_set) so the "
@@ -191,7 +178,7 @@ class CachedReference(ReferenceStrategy):
         chosen_tokens, rejected_tokens = completion_counts(batch)
         return SequenceLogps(values[:, 0], values[:, 1], chosen_tokens, rejected_tokens)
 
-    def metrics(self, module) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         loaded = bool(self.status) and all(v == "loaded" for v in self.status.values())
         return {"ref/forwards": float(self.forwards), "ref/cache_hits": float(self.hits), "ref/cache_loaded": float(loaded)}
 
@@ -210,7 +197,7 @@ class DatasetColumnReference(ReferenceStrategy):
     provides_logits = False
     provides_token_logps = False
 
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
         if batch.ref_logps is None:
             raise ConfigError(
                 "DatasetColumnReference needs ref_chosen_logps / ref_rejected_logps columns in the data: add them, "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
-from lit_align.logprobs import FinalLogits, hidden_states, sequence_logps
-from lit_align.models import ModelSource
-from lit_align.reference.base import ReferenceStrategy, freeze
+from lit_align.logprobs import ModelPass, run_model, sequence_logps, unwrap_causal_lm
+from lit_align.models import ModelSource, resolve_dtype
+from lit_align.reference.base import ReferenceContext, ReferenceStrategy, freeze
 
 
 class NoReference(ReferenceStrategy):
@@ -22,20 +24,21 @@ class NoReference(ReferenceStrategy):
     provides_token_logps = False
 
 
-def build_reference_model(module, source: ModelSource | None, dtype: str | None) -> nn.Module:
-    """The policy's starting weights (``source`` None) or ``source``'s model, in ``dtype`` (default: the policy's).
+def build_reference_model(policy: nn.Module, source: ModelSource | None, dtype: str | None) -> nn.Module:
+    """A frozen copy of ``policy`` as it is now (``source`` None) or ``source``'s model, in ``dtype``.
 
-    The result is frozen (eval mode, no grad) and on the policy's device.
+    ``dtype`` None keeps the policy's. The result is in eval mode, without grad, on the policy's device.
     """
-    from lit_align.models import resolve_dtype
-
     if source is None:
-        model = module.initial_policy_copy(dtype)
+        model = copy.deepcopy(unwrap_causal_lm(policy))
+        if getattr(model, "is_activation_checkpointing", False):  # a no-grad model has nothing to recompute
+            model.activation_checkpointing_disable()
+        if dtype:
+            model = model.to(resolve_dtype(dtype))
     else:
         model = source.load_model(dtype)
-        target = resolve_dtype(dtype) if dtype else next(module.policy.parameters()).dtype
-        model = model.to(target)
-    return freeze(model.to(next(module.policy.parameters()).device))
+        model = model.to(resolve_dtype(dtype) if dtype else next(policy.parameters()).dtype)
+    return freeze(model.to(next(policy.parameters()).device))
 
 
 class FrozenReference(ReferenceStrategy):
@@ -46,35 +49,33 @@ class FrozenReference(ReferenceStrategy):
     ``DatasetColumnReference``). It is rebuilt from its source on resume, so it is not checkpointed.
     """
 
-    key: str = "frozen"
-    """Name of the reference model in ``module.references``."""
-
     def __init__(self, source: ModelSource | None = None, dtype: str | None = None) -> None:
         """
         Args:
             source: A ModelSource for the reference; None copies the policy at the start of training.
             dtype: Dtype of the reference weights (default: the policy's).
         """
+        super().__init__()
         self.source = source
         self.dtype = dtype
+        self.model: nn.Module | None = None
+        """The reference model, built by ``configure`` (before any checkpoint is restored: the policy's start)."""
 
-    def build(self, module) -> nn.Module:
-        return build_reference_model(module, self.source, self.dtype)
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        if self.model is None:
+            self.model = build_reference_model(policy, self.source, self.dtype)
 
-    def configure(self, module) -> None:
-        if self.key not in module.references:
-            module.references[self.key] = self.build(module)
-
-    def model(self, module) -> nn.Module:
-        return module.references[self.key]
-
-    @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return sequence_logps(self.model(module), batch, request, module.logps_chunk_size)
+    def reference_models(self) -> list[nn.Module]:
+        return [] if self.model is None else [self.model]
 
     @torch.no_grad()
-    def hidden_states(self, module, batch: PreferenceBatch) -> tuple[torch.Tensor, FinalLogits]:
-        return hidden_states(self.model(module), batch)
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        return sequence_logps(self.model, batch, request, self.chunk_size)
+
+    @torch.no_grad()
+    def model_pass(self, policy: nn.Module, batch: PreferenceBatch) -> ModelPass:
+        return run_model(self.model, batch)
 
     def describe(self) -> str:
         where = "the policy's start" if self.source is None else type(self.source).__name__

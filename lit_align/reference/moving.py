@@ -7,8 +7,8 @@ is ``tau = 1`` with a small alpha).
 
 The update runs in ``after_optimizer_step``, which the module calls right after the optimizer
 step and before any callback can checkpoint, so a checkpoint never holds a reference one update
-behind its policy; the reference weights are checkpointed (``checkpoint_weights``), never rebuilt
-from the start weights on resume. The update is element-wise, so it runs on whatever each rank
+behind its policy; the reference weights and the update counters (buffers) are checkpointed
+(``checkpoint_weights``), never rebuilt from the start weights on resume. The update is element-wise, so it runs on whatever each rank
 holds: full replicas under DDP, local shards under FSDP2 (reference and policy sharded alike).
 """
 
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from lit_align.errors import ConfigError
 from lit_align.logprobs import unwrap_causal_lm
 from lit_align.models import ModelSource
+from lit_align.reference.base import ReferenceContext
 from lit_align.reference.frozen import FrozenReference
 
 
@@ -79,7 +80,6 @@ class MovingReference(FrozenReference):
     bf16 lerp with a small alpha rounds to no change) and the reference forward runs in that dtype.
     """
 
-    key = "moving"
     checkpoint_weights = True
 
     def __init__(self, alpha: float = 0.6, tau: int = 512, source: ModelSource | None = None, dtype: str | None = "float32") -> None:
@@ -101,38 +101,27 @@ class MovingReference(FrozenReference):
             raise ConfigError(f"tau must be a positive number of optimizer steps, got {tau}")
         self.alpha = alpha
         self.tau = tau
-        self.updates = 0
-        """Updates applied so far (checkpointed)."""
-        self.last_step = 0
-        """Optimizer step of the last update; guards against applying one step's update twice."""
-        self.distance = 0.0
-        """L2 distance between reference and policy parameters right after the last update."""
-        self.drift = 0.0
-        """L2 distance between reference and policy parameters right before the last update."""
+        # Buffers, so they are checkpointed with the weights (resume continues the schedule exactly)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # updates applied so far
+        self.register_buffer("last_step", torch.zeros((), dtype=torch.long))  # step of the last update: never twice
+        self.register_buffer("distance", torch.zeros((), dtype=torch.float64))  # ||ref - policy|| right after it
+        self.register_buffer("drift", torch.zeros((), dtype=torch.float64))  # ||ref - policy|| right before it
 
-    def configure(self, module) -> None:
-        super().configure(module)
-        parameter_pairs(self.model(module), module.policy)  # fail at startup, not at step tau
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        parameter_pairs(self.model, policy)  # fail at startup, not at step tau
 
-    def after_optimizer_step(self, module, step: int) -> None:
-        if step % self.tau != 0 or step == self.last_step:
+    def after_optimizer_step(self, policy: nn.Module, step: int) -> None:
+        if step % self.tau != 0 or step == int(self.last_step):  # (the buffer is read on update steps only)
             return
-        self.drift = move_towards(parameter_pairs(self.model(module), module.policy), self.alpha)
-        self.distance = (1.0 - self.alpha) * self.drift
+        drift = move_towards(parameter_pairs(self.model, policy), self.alpha)
+        self.drift.fill_(drift)
+        self.distance.fill_((1.0 - self.alpha) * drift)
         self.updates += 1
-        self.last_step = step
+        self.last_step.fill_(step)
 
-    def metrics(self, module) -> dict[str, float]:
-        return {"ref/updates": float(self.updates), "ref/param_distance": self.distance, "ref/drift": self.drift}
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates, "last_step": self.last_step, "distance": self.distance, "drift": self.drift}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state.get("updates", 0))
-        self.last_step = int(state.get("last_step", 0))
-        self.distance = float(state.get("distance", 0.0))
-        self.drift = float(state.get("drift", 0.0))
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"ref/updates": self.updates, "ref/param_distance": self.distance, "ref/drift": self.drift}
 
     def describe(self) -> str:
         return f"{type(self).__name__}(alpha={self.alpha}, tau={self.tau})"

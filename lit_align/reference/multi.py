@@ -9,44 +9,50 @@ The math lives in ``lit_align.reference_math`` (pure functions, shared with the 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
-from lit_align.reference.base import ReferenceStrategy
+from lit_align.reference.base import ReferenceContext, ReferenceStrategy
 from lit_align.reference.frozen import build_reference_model
 from lit_align.reference_math import mrpo_two_reference, multi_reference_logq
 
 
 class _ReferenceEnsemble(ReferenceStrategy):
-    """Frozen models ``module.references['ref{k}']`` scored together; subclasses combine them."""
+    """Frozen models (``self.ensemble[k]`` built from ``sources[k]``) scored together; subclasses combine them."""
 
     provides_logits = False  # the combined q is a sequence-level quantity, with no logits to mix
     provides_token_logps = False  # nor per-token values: the combination is over sequence sums
 
     def __init__(self, sources: list[ModelSource | None], dtype: str | None) -> None:
+        super().__init__()
         self.sources = list(sources)
         self.dtype = dtype
+        self.ensemble = nn.ModuleList()
         self.last: dict[str, float] = {}
 
-    def configure(self, module) -> None:
-        for k, source in enumerate(self.sources):
-            if f"ref{k}" not in module.references:
-                module.references[f"ref{k}"] = build_reference_model(module, source, self.dtype)
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        for source in self.sources[len(self.ensemble) :]:
+            self.ensemble.append(build_reference_model(policy, source, self.dtype))
+
+    def reference_models(self) -> list[nn.Module]:
+        return list(self.ensemble)
 
     @torch.no_grad()
-    def each(self, module, batch: PreferenceBatch) -> list[SequenceLogps]:
-        return [sequence_logps(module.references[f"ref{k}"], batch, LogpsRequest(), module.logps_chunk_size) for k in range(len(self.sources))]
+    def each(self, batch: PreferenceBatch) -> list[SequenceLogps]:
+        return [sequence_logps(model, batch, LogpsRequest(), self.chunk_size) for model in self.ensemble]
 
     @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return self.combine(self.each(module, batch))
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        return self.combine(self.each(batch))
 
     def combine(self, per_reference: list[SequenceLogps]) -> SequenceLogps:
         raise NotImplementedError
 
-    def metrics(self, module) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return dict(self.last)
 
 
@@ -71,14 +77,12 @@ class MultiReference(_ReferenceEnsemble):
         """
         sources = list(sources) if sources else [None]
         super().__init__(sources, dtype)
-        self.sources: list = sources
         if adaptive and weights is not None:
             raise ConfigError("give either fixed weights or adaptive: true, not both")
         if weights is not None and (len(weights) != len(sources) or any(w <= 0 for w in weights)):
             raise ConfigError(f"weights must be {len(sources)} positive numbers (one per source), got {weights}")
         self.weights = weights
         self.adaptive = adaptive
-        self.dtype = dtype
 
     def log_weights(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """(K, B) log weights (each column sums to 1 in probability)."""
@@ -106,8 +110,8 @@ class MRPOReference(_ReferenceEnsemble):
 
     Per pair: adaptive weight ``a`` (or a fixed ``weight``), reference 1 clipped to a band of
     relative width ``eta`` around reference 2, then the weighted harmonic mean
-    (``reference_math.mrpo_two_reference``; ALGORITHMS.md: l1 (-10, -14), l2 (-12, -13), eta 0.1 ->
-    a 0.8, log q (-11.913017, -13.190108)).
+    (``reference_math.mrpo_two_reference``; worked example from MRPO's formulas, Le et al. 2024,
+    arXiv 2405.16388: l1 (-10, -14), l2 (-12, -13), eta 0.1 -> a 0.8, log q (-11.913017, -13.190108)).
     """
 
     def __init__(self, source: ModelSource | None = None, eta: float = 0.1, weight: float | None = None, dtype: str | None = None) -> None:
@@ -128,7 +132,6 @@ class MRPOReference(_ReferenceEnsemble):
         self.source = source
         self.eta = eta
         self.weight = weight
-        self.dtype = dtype
 
     def combine(self, per_reference: list[SequenceLogps]) -> SequenceLogps:
         ref1, ref2 = per_reference

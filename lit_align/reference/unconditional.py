@@ -14,10 +14,12 @@ same completion tokens as in the conditional batch are scored, so token counts a
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
+from lit_align.reference.base import ReferenceContext
 from lit_align.reference.frozen import FrozenReference
 
 
@@ -61,14 +63,13 @@ class UnconditionalReference(FrozenReference):
     To score once and reuse, use ``CachedReference(unconditional=True)`` instead.
     """
 
-    key = "unconditional"
     scores_unconditionally = True
     provides_logits = False  # its logits are over another sequence layout: they cannot be mixed with the policy's
 
-    def configure(self, module) -> None:
-        super().configure(module)
-        self.start_id = start_token_id(module.tokenizer)
+    def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
+        super().configure(policy, context)
+        self.start_id = start_token_id(context.tokenizer)
 
     @torch.no_grad()
-    def logps(self, module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
-        return sequence_logps(self.model(module), strip_prompts(batch, self.start_id), request, module.logps_chunk_size)
+    def logps(self, policy: nn.Module, batch: PreferenceBatch, request: LogpsRequest) -> SequenceLogps:
+        return sequence_logps(self.model, strip_prompts(batch, self.start_id), request, self.chunk_size)
