@@ -42,6 +42,8 @@ def run(config: Config, model_dir: str, train_path: str, workdir: str, batch_siz
     data = PreferenceDataModule(train_path=train_path, format="explicit", chat_template=False, batch_size=batch_size,
                                 max_length=max_length, max_prompt_length=max_length, pad_to_multiple_of=1, seed=0,
                                 collator=collator_class)
+    # not tests' quiet_trainer: this one takes the GPU when there is one, at the benchmark's precision, and
+    # benchmarks/ does not import the test package
     trainer = L.Trainer(
         max_steps=steps, accelerator="gpu" if torch.cuda.is_available() else "cpu", devices=1,
         precision="bf16-mixed" if config.bf16 else "32-true",

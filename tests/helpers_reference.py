@@ -13,6 +13,7 @@ from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.models import TinyModel
 from lit_align.module import PreferenceModule
 from lit_align.synthetic import write_task
+from tests.conftest import quiet_trainer
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
 
@@ -42,13 +43,10 @@ def module(reference, loss=None, source=None, lr: float = 1e-2) -> PreferenceMod
 
 def trainer(root: Path, max_steps: int, accumulate: int = 1, **kwargs) -> L.Trainer:
     defaults = dict(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        accumulate_grad_batches=accumulate, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
-        default_root_dir=str(root),
+        max_steps=max_steps, accumulate_grad_batches=accumulate, num_sanity_val_steps=0, limit_val_batches=0,
+        deterministic=True, default_root_dir=str(root),
     )
-    defaults.update(kwargs)
-    return L.Trainer(**defaults)
+    return quiet_trainer(**{**defaults, **kwargs})
 
 
 def fit(tmp_path: Path, reference, steps: int, accumulate: int = 1, loss=None, seed: int = 0, dm=None, source=None, **kwargs):

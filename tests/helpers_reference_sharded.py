@@ -22,6 +22,7 @@ from lit_align.logprobs import unwrap_causal_lm
 from lit_align.models import TinyModel
 from lit_align.module import PreferenceModule
 from lit_align.reference import MovingReference
+from tests.conftest import quiet_trainer
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
@@ -89,11 +90,7 @@ def main(kind: str, data_dir: str, out_dir: str, tied: str = "tied", layout: str
         dist = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
     else:
         dist = "ddp"
-    trainer = L.Trainer(
-        max_steps=4, accelerator="cpu", devices=2, strategy=dist, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_steps=4, devices=2, strategy=dist, num_sanity_val_steps=0, limit_val_batches=0)
     dm = PreferenceDataModule(
         train_path=f"{data_dir}/train.jsonl", val_path=f"{data_dir}/val.jsonl", batch_size=4,
         max_length=64, max_prompt_length=32, chat_template=False,

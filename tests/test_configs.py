@@ -1,8 +1,10 @@
 """Every YAML under configs/ parses through the real CLI (class paths resolved, types checked).
 
-Full recipes are parsed as ``fit`` configs, evaluation suites (a top-level ``tasks``) as
-``evaluate`` configs, and snippets (strategy / reference presets, no ``model``) on top of the demo's
-DPO recipe, the way their opening comments say to use them.
+A file whose opening comment states a ``cli.py`` command over files of the repository is parsed with
+that command's ``--config`` layers (a recipe layered over ``configs/recipes/tiny_base.yaml``, a strategy
+preset over the demo's DPO recipe). Otherwise full recipes are parsed as ``fit`` configs, evaluation
+suites (a top-level ``tasks``) as ``evaluate`` configs, and snippets (no ``model``) on top of the
+demo's DPO recipe.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers_configs import stated_command
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))  # not fit configs: read by lit_align.study
 CONFIGS = sorted(set((REPO / "configs").rglob("*.yaml")) - set(STUDIES))
@@ -19,6 +23,9 @@ BASE = REPO / "configs" / "demo" / "dpo.yaml"
 
 
 def command_for(path: Path) -> list[str]:
+    stated = stated_command(path)
+    if stated is not None:
+        return stated
     content = yaml.safe_load(path.read_text()) or {}
     if "tasks" in content:
         return ["evaluate", "--config", str(path)]

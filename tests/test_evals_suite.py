@@ -47,6 +47,7 @@ def test_post_fit_callback_runs_the_suite_on_rank_zero(tmp_path):
 
     from callbacks.post_fit_eval import PostFitEvaluation
     from lit_align.models import TinyModel
+    from tests.conftest import quiet_trainer
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -64,8 +65,7 @@ def test_post_fit_callback_runs_the_suite_on_rank_zero(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     task = Constant("const", 0.25)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[PostFitEvaluation([task])])
+    trainer = quiet_trainer(max_steps=1, default_root_dir=tmp_path, callbacks=[PostFitEvaluation([task])])
     trainer.fit(Module())
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert task.calls == 1 and results["complete"] and results["metrics"]["const/score"] == 0.25

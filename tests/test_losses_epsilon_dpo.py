@@ -1,6 +1,6 @@
 """epsilon-DPO end to end: the logit mixing inside chunked_logps, the per-pair beta, the baseline update.
 
-ALGORITHMS.md test (vocab 3, chosen [0, 2], rejected [1, 2], two completion positions, first
+A worked example, by hand from epsilon-DPO's definitions (Lee et al. 2025, arXiv 2502.13177) (vocab 3, chosen [0, 2], rejected [1, 2], two completion positions, first
 position's logits shared by both rows): policy w [[2,1,0],[0.5,0,1.5]], l [[2,1,0],[1,0.8,0.2]];
 reference w [[1.5,1.2,0],[0.3,0,1]], l [[1.5,1.2,0],[0.9,0.5,0.4]]; eps 0.01, beta 0.1 ->
 pw -0.871975, pl -3.026531, qw -1.297931, ql -2.297750; z 2.154556, z_minus 2.166078,
@@ -39,8 +39,8 @@ def vocab3_batch() -> PreferenceBatch:
 
 
 @pytest.mark.parametrize("chunk_size", [1, 1024])
-def test_chunked_logps_mixing_matches_algorithms_md(chunk_size):
-    """The mixtures computed inside the chunk loop give ALGORITHMS.md's z, z_minus, z_plus."""
+def test_chunked_logps_mixing_matches_the_worked_example(chunk_size):
+    """The mixtures computed inside the chunk loop give the worked example's z, z_minus, z_plus (module docstring)."""
     head, batch = identity_head(), vocab3_batch()
     hidden = torch.tensor(POLICY, requires_grad=True)
     ref_hidden = torch.tensor(REFERENCE)
@@ -86,7 +86,7 @@ def run_forward(loss: EpsilonDPO, s: list[int], grad: bool = True) -> None:
 
 
 def test_baseline_update_over_the_accumulation_window():
-    """ALGORITHMS.md: s = [1, 1, 0, -1], beta 0.1, eps 0.01 -> 0.1 / (1 + 0.01 * 0.25) = 0.0997506.
+    """epsilon-DPO's baseline update (arXiv 2502.13177): s = [1, 1, 0, -1], beta 0.1, eps 0.01 -> 0.1 / (1 + 0.01 * 0.25) = 0.0997506.
     Split over two micro-batches of an accumulation window, updated once after the optimizer step;
     a validation forward (no grad) in between does not count; a second call without forwards is a no-op."""
     loss = EpsilonDPO(beta=0.1, eps=0.01)

@@ -28,7 +28,7 @@ def batch(b: int = 1) -> PreferenceBatch:
 
 
 def test_mrpo_two_reference_numbers():
-    """ALGORITHMS.md: l1w -10, l1l -14, l2w -12, l2l -13, eta 0.1 -> a = 4 / (4 + 1 + 1e-6) = 0.8;
+    """Worked by hand from MRPO's two-reference formulas (Le et al. 2024, arXiv 2405.16388): l1w -10, l1l -14, l2w -12, l2l -13, eta 0.1 -> a = 4 / (4 + 1 + 1e-6) = 0.8;
     bw -11, bl -13.5, s = 11/24.5, eta_w 0.044898, eta_l 0.055102; l1c_w = clamp(-10, -12.538776,
     -11.461224) = -11.461224, l1c_l = clamp(-14, -13.716327, -12.283673) = -13.716327;
     log q = l1c + l2 - log(0.8 e^l1c + 0.2 e^l2) -> -11.913017, -13.190108.

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.helpers_configs import layered, stated_command
 
 REPO = Path(__file__).resolve().parents[1]
 # smollm2_* recipes train the real SmolLM2 model on their own data: tests/test_real_model.py runs them
@@ -35,11 +36,12 @@ def test_recipe_runs(recipe, demo_tree, monkeypatch):
     import cli
 
     monkeypatch.chdir(demo_tree)
+    command = stated_command(recipe) or ["fit", "--config", str(recipe)]  # a tiny_* recipe is a layer over tiny_base.yaml
     cli.main([
-        "fit", "--config", str(recipe), "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+        *command, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=4",
     ])
-    logger = yaml.safe_load(recipe.read_text())["trainer"]["logger"]["init_args"]
+    logger = layered(command)["trainer"]["logger"]["init_args"]
     run = demo_tree / logger["save_dir"] / logger["name"] / str(logger.get("version", ""))
     assert (run / "config.yaml").is_file() and (run / "hf" / "config.json").is_file(), run
     assert "val/loss" in (run / "metrics.csv").read_text().splitlines()[0]

@@ -25,7 +25,7 @@ def with_model(strategy: MovingReference, ref: nn.Module) -> MovingReference:
     return strategy
 
 
-def test_single_update_matches_algorithms_md():
+def test_single_update_matches_the_worked_example():
     """ref [1, -2], policy [1.5, -1], alpha 0.6: 0.6*1.5 + 0.4*1 = 1.3; 0.6*(-1) + 0.4*(-2) = -1.4."""
     strategy = with_model(MovingReference(alpha=0.6, tau=1), Vec([1.0, -2.0]))
     policy = Vec([1.5, -1.0])

@@ -21,7 +21,7 @@ def seq(chosen: float, rejected: float) -> SequenceLogps:
     return SequenceLogps(t(chosen), t(rejected), torch.tensor([5]), torch.tensor([4]))
 
 
-def test_two_reference_mode_reproduces_algorithms_md_and_the_dpo_loss():
+def test_two_reference_mode_reproduces_the_worked_example_and_the_dpo_loss():
     """l1 (-10, -14), l2 (-12, -13), eta 0.1 -> a = 4/5 = 0.8, log q (-11.913017, -13.190108);
     then DPO with pw -9, pl -13, beta 0.1: D = (-9 + 11.913017) - (-13 + 13.190108) = 2.722909,
     L = -logsigmoid(0.2722909) = 0.566241."""

@@ -33,7 +33,7 @@ class JensenShannon(Divergence):
 
 
 class AlphaDivergence(Divergence):
-    """Alpha-divergence: score ``e^{(a-1) r} / (a - 1)`` (ALGORITHMS.md convention).
+    """Alpha-divergence: score ``e^{(a-1) r} / (a - 1)`` (this project's ``a``; below, how it maps to the paper's alpha).
 
     ``a -> 1`` tends to reverse KL (score ``r`` plus a constant), ``a = 0`` is forward KL. In the
     paper's (and TRL's ``alpha_divergence_coef``) convention ``f'(u) = (1 - u^-alpha) / alpha``, so

@@ -16,7 +16,7 @@ class PosteriorDPO(DPO):
     """Posterior-probability objective: reward ``beta * log pi(y|x)``, i.e. DPO with a uniform reference.
 
     ``L = -ls(beta * (pw - pl))`` on summed log-probs (reference log-probs taken as 0, so no reference
-    model runs). The study's best beta for it was about 100 with summed log-probs (ALGORITHMS.md);
+    model runs). The study's best beta for it was about 100 with summed log-probs (Liu, Liu, Cohan 2024, arXiv 2407.13709);
     that is the default here.
     """
 
