@@ -36,7 +36,7 @@ def tokenizer():
 
 @pytest.fixture
 def sort_task(tmp_path) -> dict[str, Path]:
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     return write_task(tmp_path / "data", train=64, val=16, test=16)
 

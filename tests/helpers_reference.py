@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.models import TinyModel
 from lit_align.module import PreferenceModule
-from lit_align.synthetic import write_task
+from benchmarks.demos.sort_task import write_task
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
 

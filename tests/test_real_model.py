@@ -130,7 +130,7 @@ def test_gguf_loaded_model_exports_and_reloads_identically(smollm2, tmp_path):
 
 
 def _tiny_hh(tmp_path: Path, n: int) -> dict:
-    from lit_align.real_demo import write_split
+    from benchmarks.demos.real_demo import write_split
 
     if not HH.is_file():
         pytest.skip(f"{HH} is not there (shared data)")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import cli
-from lit_align.study import Study, StudyConfig, main, mcnemar
+from benchmarks.studies.study import Study, StudyConfig, main, mcnemar
 
 TINY_SFT = ["--model.model.init_args.hidden_size=32", "--model.model.init_args.num_layers=1",
             "--model.model.init_args.num_heads=2", "--trainer.max_steps=3", "--data.init_args.batch_size=8"]

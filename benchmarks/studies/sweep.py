@@ -1,6 +1,6 @@
 """Beta sweep: run one recipe for several betas and tabulate / plot the final metrics against beta.
 
-    python -m lit_align.sweep --config configs/recipes/beta_sweep.yaml --betas 0.5 0.1 0.02 --out runs/sweep
+    python -m benchmarks.studies.sweep --config configs/recipes/beta_sweep.yaml --betas 0.5 0.1 0.02 --out runs/sweep
 
 Each beta is one ``python cli.py fit`` subprocess with the recipe plus a small override file
 (``<out>/beta_<b>/override.yaml``: the loss's beta and a CSV logger writing into ``<out>/beta_<b>``).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 PLOTTED = ("val/loss", "val/rewards/accuracies", "val/rewards/margins", "val/rewards/chosen", "val/logps/chosen", "val/kl/per_token")
 
 
