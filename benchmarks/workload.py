@@ -116,7 +116,7 @@ def pair_lengths(train: Path, tokenizer_dir: Path | None = None) -> list[tuple[i
     """(prompt, chosen + EOS, rejected + EOS) tokens of each pair, in file order, with the byte tokenizer
     or the one saved in ``tokenizer_dir`` (a real model's)."""
     if tokenizer_dir is None:
-        from lit_align.tiny_tokenizer import build_tokenizer
+        from lit_align.models.tiny_tokenizer import build_tokenizer
 
         tok = build_tokenizer()
     else:

@@ -29,7 +29,7 @@ def tiny_source():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lit_align.tiny_tokenizer import build_tokenizer
+    from lit_align.models.tiny_tokenizer import build_tokenizer
 
     return build_tokenizer()
 

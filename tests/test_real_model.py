@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lit_align.errors import UserError
-from lit_align.gguf import drop_gguf_marker
+from lit_align.models.gguf import drop_gguf_marker
 from lit_align.models import PretrainedModel, SmolLM2, TinyModel
 
 REPO = Path(__file__).resolve().parents[1]

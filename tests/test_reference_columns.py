@@ -30,7 +30,7 @@ def word_level_model(directory, texts):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from lit_align.tiny_tokenizer import CHAT_TEMPLATE
+    from lit_align.models.tiny_tokenizer import CHAT_TEMPLATE
 
     backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
