@@ -35,10 +35,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from evals.base import EvalError
-from evals.redaction import redact, redact_text
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
+from lit_align.redaction import redact, redact_text
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 

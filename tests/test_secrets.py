@@ -59,7 +59,7 @@ def fit_config(tmp_path: Path, data: dict, base_url: str) -> Path:
 
 
 def test_redaction_of_text_and_config_trees():
-    from evals.redaction import is_env_var_name, redact, redact_text
+    from lit_align.redaction import is_env_var_name, redact, redact_text
 
     assert redact_text("http://user:KEY1@host:8/v1 and https://h/v1?x=1&api_key=KEY2&y=2") == \
         "http://***@host:8/v1 and https://h/v1?x=1&api_key=***&y=2"
