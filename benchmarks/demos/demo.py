@@ -75,10 +75,11 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
     """Greedy answers of the SFT model on ``n`` train prompts, labelled by the verifier."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evals.generation import generate
     from benchmarks.demos.sort_task import label_own_mistakes
+    from evals.generation import generate
+    from lit_align.data.sources import read_jsonl
 
-    rows = [json.loads(line) for line in train.read_text().splitlines()[:n]]
+    rows = read_jsonl(train)[:n]
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
     outputs = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in rows], 16, 0.0, 128)
     labelled, own = label_own_mistakes(rows, outputs)

@@ -59,9 +59,10 @@ def hh_pair(row: dict) -> dict | None:
 
 def write_split(source: Path, out: Path, train: int, val: int, max_chars: int) -> dict[str, Path]:
     """The first ``val`` usable pairs of at most ``max_chars`` characters are held out, the next ``train`` train."""
+    from lit_align.data.sources import read_jsonl
+
     pairs = []
-    for line_no, line in enumerate(source.read_text().splitlines(), 1):
-        row = json.loads(line)
+    for line_no, row in enumerate(read_jsonl(source), 1):  # the file has no blank lines: line_no is the line
         if max(len(row["chosen"]), len(row["rejected"])) > max_chars:
             continue
         try:

@@ -118,7 +118,9 @@ def discordant(reference: list[bool], tuned: list[bool]) -> tuple[int, int]:
 
 def verdicts(eval_dir: Path, task: str = "sort_verifier") -> list[bool]:
     """Per-prompt correctness written by the verifier task, in prompt order."""
-    return [json.loads(line)["correct"] for line in (eval_dir / task / "answers.jsonl").read_text().splitlines()]
+    from lit_align.data.sources import read_jsonl
+
+    return [row["correct"] for row in read_jsonl(eval_dir / task / "answers.jsonl")]
 
 
 class Study:
@@ -262,13 +264,10 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evals.charts import pyplot, save_figure
 
     metrics = next(iter(summary["curves"].values()), {}).keys()
-    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
     ax, key = axes[0][0], "sort_verifier/accuracy"
     arms = {n: r for n, r in summary["arms"].items() if n != "start" and key in r["metrics"]}
     on_axis = {n: r for n, r in arms.items() if summary["x"].get(n) is not None}
@@ -302,10 +301,7 @@ def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.suptitle(summary["title"], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> dict:

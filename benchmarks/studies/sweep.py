@@ -100,15 +100,13 @@ def summarise(out: Path, betas: list[float]) -> list[dict[str, float]]:
 
 
 def plot(rows: list[dict[str, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    from evals.charts import pyplot, save_figure
 
     names = [n for n in PLOTTED if any(n in r for r in rows)] or sorted({k for r in rows for k in r if k.startswith("val/")})[:6]
     cols = min(3, max(1, len(names)))
-    fig, axes = plt.subplots(math.ceil(len(names) / cols) or 1, cols, figsize=(4 * cols, 3.2 * math.ceil(len(names) / cols) or 3.2), squeeze=False)
+    fig, axes = pyplot().subplots(math.ceil(len(names) / cols) or 1, cols, figsize=(4 * cols, 3.2 * math.ceil(len(names) / cols) or 3.2), squeeze=False)
     for ax, name in zip(axes.flat, names):
         points = sorted((r["beta"], r[name]) for r in rows if name in r)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -119,10 +117,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
