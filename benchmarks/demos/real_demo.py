@@ -82,11 +82,6 @@ def write_split(source: Path, out: Path, train: int, val: int, max_chars: int) -
     return paths
 
 
-def run(cli_main, *args: str) -> None:
-    print(f"\n$ python cli.py {' '.join(args)}", flush=True)
-    cli_main(list(args))
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -99,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import cli
+    from benchmarks.demos.demo import run
 
     started = time.perf_counter()
     out = Path(args.out)
