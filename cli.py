@@ -31,14 +31,16 @@ import traceback
 import warnings
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from evals.base import EvalError
-from evals.redaction import redact, redact_text
+from callbacks.evaluation import evaluate_checkpoint
+from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
+from lit_align.redaction import redact, redact_text
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
@@ -81,6 +83,35 @@ class RedactingSaveConfig(SaveConfigCallback):
             # finds this run directory rather than the next free one
             logger.setdefault("init_args", {})["version"] = version
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
+
+
+class EvaluatingTrainer(AlignTrainer):
+    """The library's trainer plus ``evaluate``: held-out preference metrics plus an evaluation suite."""
+
+    def evaluate(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        tasks: list[EvalTask] | None = None,
+        output_dir: str | None = None,
+    ) -> dict:
+        """Evaluate a Lightning checkpoint or an exported Hugging Face directory.
+
+        Args:
+            model: the PreferenceModule (from a fit's config.yaml, or rebuilt from the checkpoint).
+            datamodule: held-out preference pairs; when given, validation metrics (rewards, margins,
+                accuracies, log-probs) are computed against the module's reference.
+            ckpt_path: a Lightning ``.ckpt`` or an HF directory written by the export callback. With an
+                HF directory the policy weights come from it and the reference from the config.
+            weights_only: passed to ``torch.load`` for Lightning checkpoints.
+            tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
+            output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``; ``cli.py
+                evaluate`` always passes one: ``<fit run>/eval/version_N`` or its ``--output_dir``).
+        """
+        # this signature and docstring are `cli.py evaluate --help`; the work is shared with PostFitEvaluation
+        return evaluate_checkpoint(self, model, datamodule, ckpt_path, weights_only, tasks, output_dir)
 
 
 class UsageError(ConfigError):
@@ -182,7 +213,7 @@ def main(args: list[str] | None = None) -> AlignCLI:
     return AlignCLI(
         PreferenceModule,
         None,  # data is an optional class_path group: evaluate can run without it
-        trainer_class=AlignTrainer,
+        trainer_class=EvaluatingTrainer,
         parser_class=OneLineErrorParser,
         save_config_callback=RedactingSaveConfig,
         save_config_kwargs={"overwrite": True},

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> str:
     from lit_align.models import TinyModel
     from lit_align.module import PreferenceModule
     from lit_align.reference import NoReference
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     class SFTAllRows(SFT):
         uses_rejected = True  # forwards the rejected rows too, as every pair loss does

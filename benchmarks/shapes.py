@@ -45,7 +45,7 @@ class Shape:
 
     @property
     def vocab(self) -> int:
-        from lit_align.tiny_tokenizer import VOCAB_SIZE
+        from lit_align.models.tiny_tokenizer import VOCAB_SIZE
 
         return self.vocab_size or VOCAB_SIZE
 

@@ -22,9 +22,12 @@ from pathlib import Path
 
 def _task_writer():
     try:
-        from lit_align.tasks.sort_digits import write_task
-    except ImportError:  # older layout
-        from lit_align.synthetic import write_task
+        from benchmarks.demos.sort_task import write_task
+    except ImportError:  # older commits kept the task in the library
+        try:
+            from lit_align.tasks.sort_digits import write_task
+        except ImportError:
+            from lit_align.synthetic import write_task
     return write_task
 
 

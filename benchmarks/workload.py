@@ -116,7 +116,7 @@ def pair_lengths(train: Path, tokenizer_dir: Path | None = None) -> list[tuple[i
     """(prompt, chosen + EOS, rejected + EOS) tokens of each pair, in file order, with the byte tokenizer
     or the one saved in ``tokenizer_dir`` (a real model's)."""
     if tokenizer_dir is None:
-        from lit_align.tiny_tokenizer import build_tokenizer
+        from lit_align.models.tiny_tokenizer import build_tokenizer
 
         tok = build_tokenizer()
     else:
@@ -124,7 +124,9 @@ def pair_lengths(train: Path, tokenizer_dir: Path | None = None) -> list[tuple[i
 
         tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    from lit_align.data.sources import read_jsonl  # here: the TRL child imports this module, and lit_align.data pulls in Lightning
+
+    rows = read_jsonl(train)
     return [(count(r["prompt"]), count(r["chosen"]) + 1, count(r["rejected"]) + 1) for r in rows]
 
 

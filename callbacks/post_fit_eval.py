@@ -7,15 +7,15 @@ from pathlib import Path
 
 import lightning as L
 
-from evals.base import EvalTask, run_suite
-from lit_align.sharding import run_on_rank_zero
+from callbacks.evaluation import evaluate_policy
+from evals.base import EvalTask
 
 
 class PostFitEvaluation(L.Callback):
     """At the end of fit, on global rank 0, ``evals.run_suite(policy, tokenizer, tasks, output_dir)``.
 
     Only reads the module's state and writes files. With several processes, sharded weights are
-    gathered first and the other ranks wait for rank 0 (``lit_align.sharding.run_on_rank_zero``).
+    gathered first and the other ranks wait for rank 0 (``callbacks.evaluation.evaluate_policy``).
     """
 
     def __init__(self, tasks: list[EvalTask], output_dir: str | None = None, wait_timeout_s: float = 24 * 3600) -> None:
@@ -39,5 +39,4 @@ class PostFitEvaluation(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         output_dir = self.resolve_output_dir(trainer)  # trainer.log_dir is a collective: read it on every rank
         run_info = {"source": "post_fit", "global_step": trainer.global_step, "epoch": trainer.current_epoch}
-        run_on_rank_zero(trainer, pl_module, lambda policy: run_suite(policy, pl_module.tokenizer, self.tasks, output_dir, run_info=run_info),
-                         self.wait_timeout_s)
+        evaluate_policy(trainer, pl_module, self.tasks, output_dir, run_info=run_info, wait_timeout_s=self.wait_timeout_s)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.redaction import redact
+from lit_align.redaction import redact
 
 
 class EvalTask:

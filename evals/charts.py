@@ -6,14 +6,32 @@ import os
 from pathlib import Path
 
 
-def bar_chart(series: dict[str, dict[str, float]], path: str | os.PathLike, title: str, ylabel: str,
-              ylim: tuple[float, float] | None = None) -> Path:
-    """Grouped bars: one group per category (inner keys), one bar per series (outer keys)."""
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend: charts are files, no display is assumed."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (its folder created) and close it (pyplot keeps open figures alive)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def bar_chart(series: dict[str, dict[str, float]], path: str | os.PathLike, title: str, ylabel: str,
+              ylim: tuple[float, float] | None = None) -> Path:
+    """Grouped bars: one group per category (inner keys), one bar per series (outer keys)."""
+    plt = pyplot()
     categories = list(dict.fromkeys(c for values in series.values() for c in values))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) * max(1, len(series)) ** 0.5), 4.0))
@@ -28,9 +46,4 @@ def bar_chart(series: dict[str, dict[str, float]], path: str | os.PathLike, titl
         ax.set_ylim(*ylim)
     if len(series) > 1:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

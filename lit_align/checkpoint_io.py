@@ -7,7 +7,7 @@ temporary file in the same folder, flushes it to disk (``fsync``), renames it ov
 (``os.replace``, atomic on POSIX and Windows) and fsyncs the folder, so the rename itself survives a
 power cut. Remote paths (``s3://`` ...) go through Lightning's own writer.
 
-It also masks credentials in the checkpoint's ``hyper_parameters`` (``evals.redaction``): a key
+It also masks credentials in the checkpoint's ``hyper_parameters`` (``lit_align.redaction``): a key
 in a URL must not travel inside every ``.ckpt``.
 
 ``AlignTrainer`` installs it in place of the default ``TorchCheckpointIO`` (single device, DDP,
@@ -25,7 +25,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from evals.redaction import redact
+from lit_align.redaction import redact
 
 HPARAM_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 

@@ -1,4 +1,8 @@
-"""``AlignTrainer``: Lightning's Trainer plus an ``evaluate`` entry point (a CLI subcommand)."""
+"""``AlignTrainer`` (Lightning's Trainer with atomic checkpoint files) and loading a checkpoint for evaluation.
+
+Only the Lightning / torch side lives here: the evaluation suite (``evals``) is run by
+``callbacks.evaluation``, and ``cli.py`` adds the ``evaluate`` subcommand on top of this trainer.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from evals.base import EvalTask
 from lit_align.errors import UserError
 from lit_align.models import PretrainedModel
-from lit_align.sharding import run_on_rank_zero
 
 
 def is_hf_dir(path: str | None) -> bool:
@@ -73,11 +75,40 @@ def load_policy_weights(module, hf_dir: str) -> None:
     module.policy.load_state_dict(exported.state_dict())
 
 
-class AlignTrainer(L.Trainer):
-    """A Lightning Trainer with ``evaluate``: held-out preference metrics plus an evaluation suite.
+def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights_only: bool | None) -> str | None:
+    """Put the weights of ``ckpt_path`` (a Lightning checkpoint or an exported HF directory) into ``model``.
 
-    Checkpoint files are written atomically (``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces
-    the strategy's default ``TorchCheckpointIO``; a plugin given explicitly is kept).
+    Returns the checkpoint left for the strategy to load (a sharded checkpoint folder, passed on to
+    ``Trainer.validate``), else None. Without ``ckpt_path`` the module keeps its configured weights.
+    """
+    check_ckpt_path(ckpt_path)
+    lightning_ckpt = None if is_hf_dir(ckpt_path) else ckpt_path
+    if lightning_ckpt and Path(lightning_ckpt).is_file():
+        # A single-file checkpoint is loaded here, into the unsharded module, so any strategy can
+        # evaluate it: ModelParallelStrategy would load it itself, strictly and before any hook,
+        # demanding the frozen reference's weights that such files leave out. (A sharded DCP
+        # checkpoint folder has them and goes through the strategy.)
+        model.configure_model()
+        checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
+        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)
+        return None
+    if is_hf_dir(ckpt_path):
+        if model.model_source is None:  # no fit config: the HF directory is the whole model
+            model.model_source = PretrainedModel(ckpt_path)
+            model.tokenizer = model.model_source.load_tokenizer()
+            model.configure_model()
+        else:
+            model.configure_model()  # policy and reference from the config...
+            load_policy_weights(model, ckpt_path)  # ...then the tuned weights
+    return lightning_ckpt
+
+
+class AlignTrainer(L.Trainer):
+    """A Lightning Trainer whose checkpoint files are written atomically.
+
+    ``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces the strategy's default ``TorchCheckpointIO``
+    (a plugin given explicitly is kept). ``cli.py`` subclasses it with the ``evaluate`` subcommand.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -89,96 +120,3 @@ class AlignTrainer(L.Trainer):
         current = getattr(self.strategy, "_checkpoint_io", None)
         if current is None or type(current) is TorchCheckpointIO:
             self.strategy.checkpoint_io = AtomicCheckpointIO()
-
-    def evaluate(
-        self,
-        model: L.LightningModule,
-        datamodule: L.LightningDataModule | None = None,
-        ckpt_path: str | None = None,
-        weights_only: bool | None = None,
-        tasks: list[EvalTask] | None = None,
-        output_dir: str | None = None,
-    ) -> dict:
-        """Evaluate a Lightning checkpoint or an exported Hugging Face directory.
-
-        Args:
-            model: the PreferenceModule (from a fit's config.yaml, or rebuilt from the checkpoint).
-            datamodule: held-out preference pairs; when given, validation metrics (rewards, margins,
-                accuracies, log-probs) are computed against the module's reference.
-            ckpt_path: a Lightning ``.ckpt`` or an HF directory written by the export callback. With an
-                HF directory the policy weights come from it and the reference from the config.
-            weights_only: passed to ``torch.load`` for Lightning checkpoints.
-            tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
-            output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``; ``cli.py
-                evaluate`` always passes one: ``<fit run>/eval/version_N`` or its ``--output_dir``).
-        """
-        from evals import run_suite
-
-        check_ckpt_path(ckpt_path)
-        lightning_ckpt = None if is_hf_dir(ckpt_path) else ckpt_path
-        if lightning_ckpt and Path(lightning_ckpt).is_file():
-            # A single-file checkpoint is loaded here, into the unsharded module, so any strategy can
-            # evaluate it: ModelParallelStrategy would load it itself, strictly and before any hook,
-            # demanding the frozen reference's weights that such files leave out. (A sharded DCP
-            # checkpoint folder has them and goes through the strategy.)
-            model.configure_model()
-            checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
-            model.load_state_dict(checkpoint["state_dict"])
-            model.on_load_checkpoint(checkpoint)
-            lightning_ckpt = None
-        elif is_hf_dir(ckpt_path):
-            if model.model_source is None:  # no fit config: the HF directory is the whole model
-                model.model_source = PretrainedModel(ckpt_path)
-                model.tokenizer = model.model_source.load_tokenizer()
-                model.configure_model()
-            else:
-                model.configure_model()  # policy and reference from the config...
-                load_policy_weights(model, ckpt_path)  # ...then the tuned weights
-        metrics: dict = {}
-        if datamodule is not None:
-            results = self.validate(model, datamodule=datamodule, ckpt_path=lightning_ckpt, weights_only=weights_only)
-            metrics.update({k: float(v) for k, v in results[0].items()})
-        elif model.policy is None:
-            model.configure_model()
-        out = Path(output_dir) if output_dir else Path(self.log_dir or self.default_root_dir) / "eval"
-        run_info = {"ckpt_path": ckpt_path, "model": type(model.model_source).__name__}
-
-        def suite(policy: torch.nn.Module) -> dict:
-            results = run_suite(policy.to(self.strategy.root_device), model.tokenizer, list(tasks or []), out, metrics, run_info)
-            print_results(results, out)
-            return results
-
-        # after a multi-process validate the policy may be sharded: gather it, rank 0 evaluates
-        results = run_on_rank_zero(self, model, suite) or {}
-        refuse_incomplete(results, out)  # after the ranks have met: rank 0 alone raises, nobody waits for it
-        return results
-
-
-class EvaluationIncomplete(UserError):
-    """An evaluation task failed (e.g. its judge never answered): results.json says ``complete: false``."""
-
-
-def refuse_incomplete(results: dict, out: Path) -> None:
-    """Raise ``EvaluationIncomplete`` naming each failed task, so ``cli.py evaluate`` exits non-zero."""
-    failed = results.get("failed") or {}
-    if failed:
-        reasons = "; ".join(f["reason"] for f in failed.values())
-        raise EvaluationIncomplete(f"evaluation incomplete ({out / 'results.json'} has complete: false): {reasons}")
-
-
-def print_results(results: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"evaluation -> {out / 'results.json'}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in sorted(results["metrics"].items()):
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
-    for name, reason in results.get("skipped", {}).items():
-        table.add_row(f"{name} (skipped)", reason)
-    for name, failure in results.get("failed", {}).items():
-        table.add_row(f"{name} (FAILED)", failure["reason"])
-    for name, undefined in results.get("undefined", {}).items():
-        table.add_row(f"{name} (undefined, left out)", ", ".join(undefined))
-    Console().print(table)

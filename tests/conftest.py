@@ -29,14 +29,14 @@ def tiny_source():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lit_align.tiny_tokenizer import build_tokenizer
+    from lit_align.models.tiny_tokenizer import build_tokenizer
 
     return build_tokenizer()
 
 
 @pytest.fixture
 def sort_task(tmp_path) -> dict[str, Path]:
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     return write_task(tmp_path / "data", train=64, val=16, test=16)
 

@@ -9,10 +9,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from benchmarks.demos.sort_task import write_task
 from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.data.sources import read_jsonl
 from lit_align.models import TinyModel
 from lit_align.module import PreferenceModule
-from lit_align.synthetic import write_task
 from tests.conftest import quiet_trainer
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=128)
@@ -26,7 +27,7 @@ def data(tmp_path: Path, batch_size: int = 4, ref_columns: bool = False, **kwarg
     paths = write_task(tmp_path / "data", train=64, val=16, test=16)
     if ref_columns:  # made-up reference log-probs "computed elsewhere": -0.5 per character
         for path in paths.values():
-            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            rows = read_jsonl(path)
             for r in rows:
                 r["ref_chosen_logps"], r["ref_rejected_logps"] = -0.5 * len(r["chosen"]), -0.5 * len(r["rejected"])
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -32,7 +32,7 @@ INFO_LINES = ("Seed set to", "GPU available", "TPU available", "HPU available", 
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory) -> dict:
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     root = tmp_path_factory.mktemp("cli_errors")
     data = write_task(root / "data", train=16, val=8, test=8)

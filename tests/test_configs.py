@@ -17,7 +17,7 @@ import yaml
 from tests.helpers_configs import stated_command
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))  # not fit configs: read by lit_align.study
+STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))  # not fit configs: read by benchmarks.studies.study
 CONFIGS = sorted(set((REPO / "configs").rglob("*.yaml")) - set(STUDIES))
 BASE = REPO / "configs" / "demo" / "dpo.yaml"
 
@@ -55,9 +55,9 @@ def test_config_parses(path, capsys):
 def test_study_arms_parse(path, tmp_path, capsys):
     """Every arm of every study, layered over its base config as the runner does, is a valid fit config."""
     import cli
-    from lit_align.study import StudyConfig, substitute
+    from benchmarks.studies.study import StudyConfig, substitute
 
-    assert path.read_text().startswith("# python -m lit_align.study --config configs/studies/")
+    assert path.read_text().startswith("# python -m benchmarks.studies.study --config configs/studies/")
     study = StudyConfig.load(path)
     values = {"start": "start/hf"} | {f"start:{name}": f"{name}/hf" for name in study.starts}
     assert len(study.seeds) >= 3

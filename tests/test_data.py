@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lit_align.data import DataError, PreferenceDataModule
+from lit_align.data.sources import read_jsonl
 
 
 def write_jsonl(path: Path, rows: list) -> str:
@@ -52,7 +53,7 @@ def test_conversational_format(tmp_path, tokenizer):
 def test_hh_rlhf_implicit_prompt_split(tmp_path, tokenizer, shared_data):
     """Real HH-RLHF rows: the prompt runs to the last shared '\\n\\nAssistant:', the rest is the answer."""
     source = shared_data / "hh_rlhf" / "harmless-base_test.jsonl"
-    rows = [json.loads(line) for line in source.read_text().splitlines()[:5]]
+    rows = read_jsonl(source)[:5]
     dm = PreferenceDataModule(train_path=str(source), limit=5, max_length=4096, max_prompt_length=4096)
     dm._tokenizer = lambda: tokenizer
     dm.setup("fit")

@@ -8,7 +8,7 @@ import pytest
 
 
 def test_pairs_have_one_correct_answer_and_a_near_miss():
-    from lit_align.synthetic import digits_of, make_pairs
+    from benchmarks.demos.sort_task import digits_of, make_pairs
 
     for row in make_pairs(200, seed=3):
         assert row["chosen"] == " ".join(map(str, sorted(digits_of(row["prompt"])))) == row["answer"]
@@ -19,7 +19,7 @@ def test_pairs_have_one_correct_answer_and_a_near_miss():
 
 
 def test_own_mistakes_become_rejected_only_when_well_formed():
-    from lit_align.synthetic import label_own_mistakes
+    from benchmarks.demos.sort_task import label_own_mistakes
 
     rows = [{"prompt": "sort: 3 1 2", "answer": "1 2 3"}] * 4
     outputs = ["1 2 4", "1 2 3", "1 2", "1 2 x"]  # wrong + well-formed, right, too short, garbage
@@ -32,7 +32,7 @@ def test_own_mistakes_become_rejected_only_when_well_formed():
 
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path):
-    from lit_align.demo import main
+    from benchmarks.demos.demo import main
 
     results = main(["--out", str(tmp_path), "--sft-steps", "2", "--dpo-steps", "2", "--dpo-prompts", "16"])
     assert set(results) == {"reference (SFT)", "tuned (DPO)"}

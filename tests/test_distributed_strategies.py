@@ -27,7 +27,7 @@ WEIGHT_ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     directory = tmp_path_factory.mktemp("distributed_data")
     write_task(directory, train=64, val=8, test=8)

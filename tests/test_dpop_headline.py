@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from lit_align.dpop_demo import plot, run
+from benchmarks.demos.dpop_demo import plot, run
 
 
 @pytest.mark.slow

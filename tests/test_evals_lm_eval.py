@@ -12,6 +12,7 @@ import pytest
 
 from evals import run_suite
 from evals.lm_eval_tasks import LmEvalTasks, flatten_results
+from lit_align.data.sources import read_jsonl
 
 QUESTIONS = [
     ("The sky on a clear day is", ["blue", "green", "made of cheese", "loud"], 0),
@@ -87,7 +88,7 @@ def test_local_task_matches_lm_eval_cli_and_hub_task_is_skipped(tmp_path, monkey
     assert m["lm_eval/tiny_mc/acc"] == pytest.approx(cli["acc,none"], abs=1e-12)
     assert m["lm_eval/tiny_mc/acc_norm"] == pytest.approx(cli["acc_norm,none"], abs=1e-12)
     # accuracy on 6 items is coarse: compare every per-choice log-likelihood as well
-    ours = [json.loads(line) for line in (tmp_path / "eval" / "lm_eval" / "samples_tiny_mc.jsonl").read_text().splitlines()]
-    theirs = [json.loads(line) for line in next(cli_out.rglob("samples_tiny_mc_*.jsonl")).read_text().splitlines()]
+    ours = read_jsonl(tmp_path / "eval" / "lm_eval" / "samples_tiny_mc.jsonl")
+    theirs = read_jsonl(next(cli_out.rglob("samples_tiny_mc_*.jsonl")))
     lls = lambda rows: [float(r[0]) for s in sorted(rows, key=lambda s: s["doc_id"]) for r in s["filtered_resps"]]  # noqa: E731
     assert len(ours) == len(QUESTIONS) and lls(ours) == pytest.approx(lls(theirs), abs=1e-5)

@@ -17,6 +17,7 @@ from evals.judge.mt_bench_prompts import DEFAULT_PROMPTS, load_judge_prompts  # 
 from evals.judge.parsing import parse_pair_verdict, parse_rating  # noqa: E402
 from evals.mt_bench import MTBench  # noqa: E402
 from evals.mt_bench_data import load_questions  # noqa: E402
+from lit_align.data.sources import read_jsonl  # noqa: E402
 from evals.mt_bench_judging import pair_outcome, pair_scores, single_scores  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -162,9 +163,9 @@ def test_full_mt_bench_80_questions_single(tiny, tmp_path):
     assert same(res2["metrics"]) == same(m)
     assert res2["metrics"]["mt_bench/judge_cache_hits"] == 160 and res2["metrics"]["mt_bench/judge_sent"] == 0
     out = tmp_path / "eval" / "mt_bench"
-    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    answers = read_jsonl(out / "answers.jsonl")
     assert len(answers) == 80 and all(len(a["turns"]) == 2 for a in answers)
-    judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    judgments = read_jsonl(out / "judgments.jsonl")
     assert len(judgments) == 160 and (out / "categories.png").stat().st_size > 0
     math_turn1 = next(r for r in server.log if "Reference Answer" in r["body"]["messages"][-1]["content"])
     assert math_turn1["body"]["temperature"] == 0.0 and math_turn1["body"]["max_tokens"] == 2048

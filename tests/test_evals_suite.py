@@ -111,7 +111,7 @@ def test_post_fit_evaluation_with_two_processes_equals_one_process_on_the_export
     from evals.base import read_jsonl
     from evals.verifier import VerifierTask
     from lit_align.models import TinyModel
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
     from tests.evals_support.likelihood_task import AnswerLogLikelihood
     from tests.helpers_distributed import launch, write_config
 
@@ -187,7 +187,7 @@ def test_cli_evaluate_with_two_fsdp2_processes_equals_one_process(tmp_path):
     leaves the frozen reference out, must still load. The held-out metrics (7 val pairs: one rank gets a
     repeat) and the task results equal one process evaluating the same run's HF export (same policy;
     the frozen reference is rebuilt from the same source on both sides)."""
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
     from tests.helpers_distributed import launch, write_config
 
     data = tmp_path / "data"

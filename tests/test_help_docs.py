@@ -94,11 +94,11 @@ def test_every_parameter_has_a_description(cls):
 
 
 def test_evaluate_subcommand_parameters_are_documented():
-    from lit_align.trainer import AlignTrainer
+    from cli import EvaluatingTrainer
 
     parser = ArgumentParser()
-    parser.add_method_arguments(AlignTrainer, "evaluate", "x", fail_untyped=False)
-    names = own_parameters(AlignTrainer.evaluate)
+    parser.add_method_arguments(EvaluatingTrainer, "evaluate", "x", fail_untyped=False)
+    names = own_parameters(EvaluatingTrainer.evaluate)
     assert not undocumented(help_by_parameter(parser, "x"), names)
 
 

@@ -105,7 +105,7 @@ def losses(run: Path) -> dict[int, str]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, case):
     import cli
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     data = write_task(tmp_path / "data", train=64, val=8, test=8)
     loss, reference = CASES[case]

@@ -194,7 +194,7 @@ def test_preference_module_refuses_it_at_setup():
             return "tripled-llama"
 
         def load_tokenizer(self):
-            from lit_align.tiny_tokenizer import build_tokenizer
+            from lit_align.models.tiny_tokenizer import build_tokenizer
 
             return build_tokenizer()
 

@@ -7,7 +7,7 @@ import csv
 import pytest
 import yaml
 
-from lit_align import sweep
+from benchmarks.studies import sweep
 
 
 def fake_run(out, beta, margins, loss):
@@ -47,7 +47,7 @@ def test_invalid_beta_stops_at_startup(tmp_path):
 @pytest.mark.timeout(600)
 def test_two_beta_sweep_end_to_end(tmp_path):
     """Two real fits of a tiny recipe (2 steps each): the second loads the first's cached reference."""
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     write_task(tmp_path / "data", train=32, val=8, test=1)
     recipe = {

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lit_align.errors import UserError
-from lit_align.gguf import drop_gguf_marker
+from lit_align.models.gguf import drop_gguf_marker
 from lit_align.models import PretrainedModel, SmolLM2, TinyModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_gguf_loaded_model_exports_and_reloads_identically(smollm2, tmp_path):
 
 
 def _tiny_hh(tmp_path: Path, n: int) -> dict:
-    from lit_align.real_demo import write_split
+    from benchmarks.demos.real_demo import write_split
 
     if not HH.is_file():
         pytest.skip(f"{HH} is not there (shared data)")

@@ -21,7 +21,7 @@ RECIPES = sorted(p for p in (REPO / "configs" / "recipes").glob("*.yaml") if not
 @pytest.fixture(scope="module")
 def demo_tree(tmp_path_factory) -> Path:
     from lit_align.models import save_tiny
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     root = tmp_path_factory.mktemp("workdir")
     write_task(root / "runs" / "demo" / "data", train=32, val=8, test=8)

@@ -9,12 +9,12 @@ model's completion tokens, computed directly from the model's full logits.
 
 from __future__ import annotations
 
-import json
 import math
 
 import torch
 
 from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.data.sources import read_jsonl
 from lit_align.losses import DPO
 from lit_align.models import PretrainedModel, save_tiny
 from lit_align.module import PreferenceModule
@@ -30,7 +30,7 @@ def word_level_model(directory, texts):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from lit_align.tiny_tokenizer import CHAT_TEMPLATE
+    from lit_align.models.tiny_tokenizer import CHAT_TEMPLATE
 
     backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -51,7 +51,7 @@ def test_columns_from_the_policy_start_equal_the_frozen_reference(tmp_path, sort
     start = save_tiny(tmp_path / "start", **TINY)
     out = main(["--model", str(start), "--data", str(sort_task["train"]), "--out", str(tmp_path / "ref.jsonl"),
                 "--no-chat-template", "--max-length", "64", "--max-prompt-length", "32"])
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_jsonl(out)
     assert len(rows) == 64 and all(r["ref_chosen_logps"] < 0 and r["ref_rejected_logps"] < 0 for r in rows)
     module = PreferenceModule(model=PretrainedModel(str(start)), loss=DPO(beta=0.1), reference=DatasetColumnReference())
     dm = PreferenceDataModule(train_path=str(out), val_path=str(out), batch_size=8, max_length=64, max_prompt_length=32,
@@ -62,11 +62,11 @@ def test_columns_from_the_policy_start_equal_the_frozen_reference(tmp_path, sort
 
 
 def test_columns_from_a_model_with_another_tokenizer(tmp_path, sort_task):
-    rows = [json.loads(line) for line in sort_task["val"].read_text().splitlines()]
+    rows = read_jsonl(sort_task["val"])
     words = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in rows] + ["sort: 0 1 2 3 4 5 6 7 8 9"]
     other = word_level_model(tmp_path / "other", words)
     out = main(["--model", str(other), "--data", str(sort_task["val"]), "--out", str(tmp_path / "ref.jsonl")])
-    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    scored = read_jsonl(out)
     assert len(scored) == len(rows)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer

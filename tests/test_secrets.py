@@ -59,7 +59,7 @@ def fit_config(tmp_path: Path, data: dict, base_url: str) -> Path:
 
 
 def test_redaction_of_text_and_config_trees():
-    from evals.redaction import is_env_var_name, redact, redact_text
+    from lit_align.redaction import is_env_var_name, redact, redact_text
 
     assert redact_text("http://user:KEY1@host:8/v1 and https://h/v1?x=1&api_key=KEY2&y=2") == \
         "http://***@host:8/v1 and https://h/v1?x=1&api_key=***&y=2"
@@ -89,7 +89,7 @@ def test_judge_client_refuses_a_key_in_config_or_in_api_key_env_without_echoing_
 @pytest.mark.slow
 def test_planted_keys_are_in_no_file_of_the_run_and_in_no_output(tmp_path, monkeypatch, capfd):
     import cli
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     assert MT.is_dir(), f"shared data missing: {MT}"
     monkeypatch.setenv("LIT_ALIGN_TEST_JUDGE_KEY", ENV_KEY)

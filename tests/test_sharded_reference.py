@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_align.synthetic import write_task
+from benchmarks.demos.sort_task import write_task
 
 SCRIPT = Path(__file__).with_name("helpers_reference_sharded.py")
 

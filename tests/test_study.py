@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 import cli
-from lit_align.study import Study, StudyConfig, main, mcnemar
+from benchmarks.studies.study import Study, StudyConfig, main, mcnemar
+from lit_align.data.sources import read_jsonl
 
 TINY_SFT = ["--model.model.init_args.hidden_size=32", "--model.model.init_args.num_layers=1",
             "--model.model.init_args.num_heads=2", "--trainer.max_steps=3", "--data.init_args.batch_size=8"]
@@ -75,7 +76,7 @@ def test_study_two_fit_grid(tmp_path, monkeypatch):
     assert summary["arms"]["start"]["metrics"]["val/rewards/margins"]["mean"] == 0.0  # the reference itself
 
     def correct(name):
-        return [json.loads(line)["correct"] for line in (seed / "eval" / name / "sort_verifier" / "answers.jsonl").read_text().splitlines()]
+        return [row["correct"] for row in read_jsonl(seed / "eval" / name / "sort_verifier" / "answers.jsonl")]
 
     base, dpop = correct("dpo"), correct("dpop")
     fixed, broken = sum(d and not b for d, b in zip(dpop, base)), sum(b and not d for d, b in zip(dpop, base))

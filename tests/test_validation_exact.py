@@ -53,7 +53,7 @@ def approx(value: float, atol: float = 1e-6):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     directory = tmp_path_factory.mktemp("val_exact")
     write_task(directory, train=8, val=7, test=1)  # 7 pairs: uneven over 2 ranks

@@ -10,7 +10,7 @@ The API key is read from the environment variable *named* by ``api_key_env`` at 
 never stored on the object, in caches, results or logs. A key written in ``api_key`` or typed into
 ``api_key_env`` is refused without being echoed, and credentials inside ``base_url``
 (``http://user:KEY@host``, ``?api_key=KEY``) are sent to the endpoint but masked in ``describe()`` and
-in error messages (``evals.redaction``).
+in error messages (``lit_align.redaction``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Coroutine, TypeVar
 
 from evals.base import EvalError
 from evals.judge.cache import JudgeCache, request_key
-from evals.redaction import is_env_var_name, redact_text
+from lit_align.redaction import is_env_var_name, redact_text
 
 T = TypeVar("T")
 

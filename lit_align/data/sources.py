@@ -104,6 +104,20 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"{path}:{line_no}", row
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every row of a jsonl file (blank lines skipped), for files the project writes itself (demos, tests).
+
+    The first bad line raises its ``DataError`` (``file:line: ...``); a user's training data goes
+    through ``iter_rows`` instead, which reports each bad row and lets ``on_bad_row`` decide.
+    """
+    rows = []
+    for _, row in _jsonl(Path(path)):
+        if isinstance(row, DataError):
+            raise row
+        rows.append(row)
+    return rows
+
+
 def _json(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         data = json.loads(decode_utf8(path.read_bytes(), path).removeprefix("\ufeff"))

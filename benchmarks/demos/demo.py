@@ -1,4 +1,4 @@
-"""The embedded default, end to end: ``python -m lit_align.demo``.
+"""The embedded default, end to end: ``python -m benchmarks.demos.demo``.
 
 1. writes the synthetic sorting task (train / val / test) under ``runs/demo/data``;
 2. SFT of a fresh tiny model on the correct answers     (configs/demo/sft.yaml);
@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 ROWS = [
     ("verifier accuracy (test, exact match)", "sort_verifier/accuracy"),
     ("reward accuracy (val)", "val/rewards/accuracies"),
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import cli
-    from lit_align.synthetic import write_task
+    from benchmarks.demos.sort_task import write_task
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -75,10 +75,11 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
     """Greedy answers of the SFT model on ``n`` train prompts, labelled by the verifier."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from benchmarks.demos.sort_task import label_own_mistakes
     from evals.generation import generate
-    from lit_align.synthetic import label_own_mistakes
+    from lit_align.data.sources import read_jsonl
 
-    rows = [json.loads(line) for line in train.read_text().splitlines()[:n]]
+    rows = read_jsonl(train)[:n]
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
     outputs = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in rows], 16, 0.0, 128)
     labelled, own = label_own_mistakes(rows, outputs)
@@ -90,7 +91,7 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
 
 def paired_verdicts(reference: Path, tuned: Path) -> tuple[int, int, float]:
     """Prompts the tuned model gets right and the reference wrong (and back), with McNemar's exact p."""
-    from lit_align.study import discordant, mcnemar, verdicts
+    from benchmarks.studies.study import discordant, mcnemar, verdicts
 
     fixed, broken = discordant(verdicts(reference), verdicts(tuned))
     return fixed, broken, mcnemar(fixed, broken)

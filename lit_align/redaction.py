@@ -8,7 +8,9 @@ still end up in text in three ways, and each is removed here before a file or me
 - as a bare token with a well-known provider prefix (``sk-...``, ``hf_...``, ``ghp_...``).
 
 Used by the CLI (config.yaml, hparams.yaml, checkpoints' hyper-parameters, argument errors) and by
-the evaluation suite (results.json, judge errors). No Lightning import: ``evals`` stays standalone.
+the evaluation suite (results.json, judge errors). It lives in the library core because both the
+checkpoint IO and ``evals`` need it; it imports nothing heavy (``lit_align/__init__`` is cheap too),
+so ``evals`` importing it stays free of Lightning.
 """
 
 from __future__ import annotations

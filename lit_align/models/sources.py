@@ -128,7 +128,7 @@ class PretrainedModel(ModelSource):
         path = self._gguf_path()
         if path is None or self.gguf_cache is None:
             return None
-        from lit_align.gguf import cache_root, convert_once
+        from lit_align.models.gguf import cache_root, convert_once
 
         root = cache_root() if self.gguf_cache == "auto" else Path(self.gguf_cache)
         return convert_once(path, root)
@@ -144,7 +144,7 @@ class PretrainedModel(ModelSource):
             cached = self._cached_dir()
             if cached is not None:
                 return AutoModelForCausalLM.from_pretrained(cached, **kwargs)
-            from lit_align.gguf import load_gguf_model
+            from lit_align.models.gguf import load_gguf_model
 
             return load_gguf_model(gguf, **kwargs)
         if self.revision:
@@ -172,7 +172,7 @@ class PretrainedModel(ModelSource):
     def identity(self) -> str:
         gguf = self._gguf_path()
         if gguf is not None:  # the file's content: a re-downloaded or edited file under the same name differs
-            from lit_align.gguf import file_digest
+            from lit_align.models.gguf import file_digest
 
             return f"gguf:{gguf.resolve()}:{file_digest(gguf)[:16]}"
         path = Path(self.path)
@@ -204,7 +204,7 @@ class SmolLM2(PretrainedModel):
         super().__init__(path=self.PACKAGE, dtype=dtype, attn_implementation=attn_implementation, gguf_cache=gguf_cache)
 
     def gguf_location(self) -> tuple[Path, str]:
-        from lit_align.gguf import packaged_file
+        from lit_align.models.gguf import packaged_file
 
         return packaged_file(self.PACKAGE, self.FILE, extra="real").parent, self.FILE
 
@@ -260,7 +260,7 @@ class TinyModel(ModelSource):
     def config(self):
         from transformers import LlamaConfig
 
-        from lit_align.tiny_tokenizer import VOCAB_SIZE, special_ids
+        from lit_align.models.tiny_tokenizer import VOCAB_SIZE, special_ids
 
         ids = special_ids()
         if self.vocab_size is not None and self.vocab_size < VOCAB_SIZE:
@@ -291,7 +291,7 @@ class TinyModel(ModelSource):
         return model.to(resolve_dtype(dtype or self.dtype))
 
     def load_tokenizer(self):
-        from lit_align.tiny_tokenizer import build_tokenizer
+        from lit_align.models.tiny_tokenizer import build_tokenizer
 
         return build_tokenizer()
 

@@ -1,10 +1,10 @@
 """Beta sweep: run one recipe for several betas and tabulate / plot the final metrics against beta.
 
-    python -m lit_align.sweep --config configs/recipes/beta_sweep.yaml --betas 0.5 0.1 0.02 --out runs/sweep
+    python -m benchmarks.studies.sweep --config configs/recipes/tiny_beta_sweep.yaml --betas 0.5 0.1 0.02 --out runs/sweep
 
 Each beta is one ``python cli.py fit`` subprocess with the recipe plus a small override file
 (``<out>/beta_<b>/override.yaml``: the loss's beta and a CSV logger writing into ``<out>/beta_<b>``).
-With a cached reference in the recipe (``CachedReference``, as beta_sweep.yaml has) the reference
+With a cached reference in the recipe (``CachedReference``, as tiny_beta_sweep.yaml has) the reference
 log-probs do not depend on beta, so the first run computes them and every other run loads them.
 Arguments after ``--`` go to every run (e.g. ``-- --trainer.max_steps 50``). Runs that already
 finished (``sweep_done`` marker in their folder) are skipped unless ``--force``.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 PLOTTED = ("val/loss", "val/rewards/accuracies", "val/rewards/margins", "val/rewards/chosen", "val/logps/chosen", "val/kl/per_token")
 
 
@@ -100,15 +100,13 @@ def summarise(out: Path, betas: list[float]) -> list[dict[str, float]]:
 
 
 def plot(rows: list[dict[str, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    from evals.charts import pyplot, save_figure
 
     names = [n for n in PLOTTED if any(n in r for r in rows)] or sorted({k for r in rows for k in r if k.startswith("val/")})[:6]
     cols = min(3, max(1, len(names)))
-    fig, axes = plt.subplots(math.ceil(len(names) / cols) or 1, cols, figsize=(4 * cols, 3.2 * math.ceil(len(names) / cols) or 3.2), squeeze=False)
+    fig, axes = pyplot().subplots(math.ceil(len(names) / cols) or 1, cols, figsize=(4 * cols, 3.2 * math.ceil(len(names) / cols) or 3.2), squeeze=False)
     for ax, name in zip(axes.flat, names):
         points = sorted((r["beta"], r[name]) for r in rows if name in r)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -119,10 +117,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description="Run a recipe for several betas; tabulate and plot final metrics.")
-    parser.add_argument("--config", required=True, help="the recipe (e.g. configs/recipes/beta_sweep.yaml)")
+    parser.add_argument("--config", required=True, help="the recipe (e.g. configs/recipes/tiny_beta_sweep.yaml)")
     parser.add_argument("--betas", type=float, nargs="+", required=True)
     parser.add_argument("--out", default="runs/sweep", help="sweep directory: one run folder per beta, plus sweep.{csv,md,png}")
     parser.add_argument("--force", action="store_true", help="re-run betas that already have results")

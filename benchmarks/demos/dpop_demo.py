@@ -11,7 +11,7 @@ against a frozen copy of it. Every ``eval_every`` steps both are measured on the
 the change of the chosen log-prob ``mean(pw - qw)`` and the margin ``mean(D)`` (validation
 ``rewards/chosen / beta`` and ``rewards/margins / beta``).
 
-    python -m lit_align.dpop_demo --out runs/dpop/dpop.png
+    python -m benchmarks.demos.dpop_demo --out runs/dpop/dpop.png
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from benchmarks.demos.sort_task import write_task
 from lit_align.data import PreferenceDataModule
 from lit_align.losses import DPO, DPOP, SFT, PreferenceLoss
 from lit_align.models import PretrainedModel, TinyModel
 from lit_align.module import PreferenceModule
 from lit_align.reference import FrozenReference, NoReference
-from lit_align.synthetic import write_task
 
 
 class ValidationRecorder(L.Callback):
@@ -125,12 +125,9 @@ def _run(workdir: Path, steps: int, sft_steps: int, eval_every: int, beta: float
 
 
 def plot(curves: dict[str, list[dict[str, float]]], out: str | Path, title: str = "") -> Path:
-    import matplotlib
+    from evals.charts import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.6))
     for name, rows in curves.items():
         steps = [r["step"] for r in rows]
         axes[0].plot(steps, [r["chosen_change"] for r in rows], marker="o", label=name)
@@ -143,12 +140,7 @@ def plot(curves: dict[str, list[dict[str, float]]], out: str | Path, title: str 
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Paper studies and sweeps: grids of fits over seeds or betas, tabulated and plotted."""
