@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.alpaca_metrics import winrate_metrics
-from evals.base import EvalTask, TaskFailed, write_json_atomic
-from evals.generation import AnswerStore, generate_multi_turn, select_engine
+from evals.base import TaskFailed, write_json_atomic
+from evals.generation import AnswerStore, GenerationTask
 from evals.judge.client import JudgeClient, JudgeRequest, unanswered_reason
 from evals.judge.parsing import alpaca_preference
 
@@ -97,7 +97,7 @@ def is_swapped(instruction: str, seed: int) -> bool:
     return random.Random(f"alpaca-swap|{seed}|{instruction}").random() < 0.5
 
 
-class AlpacaEval(EvalTask):
+class AlpacaEval(GenerationTask):
     """Pairwise win rate against a baseline's outputs, judged by an OpenAI-compatible endpoint."""
 
     def __init__(
@@ -112,11 +112,9 @@ class AlpacaEval(EvalTask):
         max_new_tokens: int = 2048,
         temperature: float = 0.0,
         batch_size: int = 8,
-        seed: int = 0,
-        limit: int | None = None,
         difficulty_file: str | None = None,
         gamed_annotations_files: list[str] | None = None,
-        use_vllm: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -132,13 +130,12 @@ class AlpacaEval(EvalTask):
             max_new_tokens: Generation budget per output.
             temperature: Generation temperature (0: greedy).
             batch_size: Instructions generated together.
-            seed: Seed of the position swap and of sampling.
-            limit: Only the first N instructions.
             difficulty_file: csv with instruction_difficulty (by index or instruction): enables the full LC GLM.
             gamed_annotations_files: Annotations of the gamed (verbose, concise) baselines vs the baseline: full
                 LC GLM.
-            use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
         """
+        super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.instructions_file = instructions_file
         self.baseline_outputs_file = baseline_outputs_file
         self.judge = judge
@@ -146,14 +143,9 @@ class AlpacaEval(EvalTask):
         self.use_logprobs = use_logprobs
         self.name = name
         self.generator = generator
-        self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        self.batch_size = batch_size
-        self.seed = seed
-        self.limit = limit
         self.difficulty_file = difficulty_file
         self.gamed_annotations_files = gamed_annotations_files
-        self.use_vllm = use_vllm
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -183,8 +175,7 @@ class AlpacaEval(EvalTask):
 
         store = AnswerStore(output_dir / "model_outputs.jsonl", id_key="index")
         items = [{"id": i, "turns": [r["instruction"]], "temperature": self.temperature} for i, r in enumerate(instructions)]
-        outputs = generate_multi_turn(model, tokenizer, items, store, select_engine(self.use_vllm),
-                                      self.max_new_tokens, self.batch_size, self.seed)
+        outputs = self.answer(model, tokenizer, items, store)
 
         rows, jobs = [], []
         for i, (ins, base) in enumerate(zip(instructions, baseline)):

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import torch
 
+from evals.base import EvalTask
+
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The chat-template text that asks the model for its next assistant turn."""
@@ -190,3 +192,48 @@ def generate_multi_turn(
                 for it, ans in zip(chunk, answers)
             ])
     return {it["id"]: store.rows[it["id"]]["turns"] for it in items}
+
+
+class GenerationTask(EvalTask):
+    """A task that first has the model answer prompts through ``generate_multi_turn`` (resumable).
+
+    Owns the generation settings every such task takes. ``max_new_tokens`` and ``batch_size`` have
+    no default here: each task declares them again with its protocol's default (AlpacaEval 2048,
+    MT-Bench 1024), because jsonargparse shows a ``**kwargs`` parameter with the base's default in
+    ``--help`` and ``--print_config``; the others reach this ``__init__`` through ``**kwargs``.
+    """
+
+    def __init__(
+        self,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int = 0,
+        limit: int | None = None,
+        use_vllm: bool | None = None,
+    ) -> None:
+        """
+        Args:
+            max_new_tokens: Generation budget per answer (per turn in multi-turn tasks).
+            batch_size: Conversations generated together.
+            seed: Sampling seed (per chunk of items, so a resumed run samples what an uninterrupted one would);
+                AlpacaEval also seeds its position swap with it.
+            limit: Only the first N items (instructions, questions).
+            use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+        """
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.seed = seed
+        self.limit = limit
+        self.use_vllm = use_vllm
+
+    def answer(
+        self,
+        model,
+        tokenizer,
+        items: list[dict[str, Any]],
+        store: AnswerStore,
+        extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> dict[Any, list[str]]:
+        """``generate_multi_turn`` with this task's settings: ``{id: [answer per turn]}``."""
+        return generate_multi_turn(model, tokenizer, items, store, select_engine(self.use_vllm), self.max_new_tokens,
+                                   self.batch_size, self.seed, extra=extra)

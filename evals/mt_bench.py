@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from evals.base import EvalTask, TaskFailed, write_json_atomic, write_jsonl_atomic
-from evals.generation import AnswerStore, generate_multi_turn, select_engine
+from evals.base import TaskFailed, write_json_atomic, write_jsonl_atomic
+from evals.generation import AnswerStore, GenerationTask
 from evals.judge.client import JudgeClient, unanswered_reason
 from evals.judge.mt_bench_prompts import load_judge_prompts
 from evals.judge.parsing import parse_pair_verdict, parse_rating
@@ -20,7 +20,7 @@ from evals.mt_bench_data import DEFAULT_TEMPERATURE, MT_BENCH_TEMPERATURES, load
 from evals.mt_bench_judging import pair_outcome, pair_requests, pair_scores, single_requests, single_scores
 
 
-class MTBench(EvalTask):
+class MTBench(GenerationTask):
     """MT-Bench-style generation and LLM-judge grading of an in-memory model."""
 
     def __init__(
@@ -36,10 +36,8 @@ class MTBench(EvalTask):
         max_new_tokens: int = 1024,
         temperatures: dict[str, float] | None = None,
         batch_size: int = 8,
-        seed: int = 0,
         judge_max_tokens: int = 2048,
-        limit: int | None = None,
-        use_vllm: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -56,11 +54,10 @@ class MTBench(EvalTask):
             max_new_tokens: Generation budget per turn (FastChat: 1024).
             temperatures: Per-category temperature overrides of FastChat's table (unknown categories: 0.7).
             batch_size: Conversations generated together.
-            seed: Sampling seed (per chunk of questions, so resumed runs sample the same).
             judge_max_tokens: Judge reply budget (FastChat: 2048); the judge runs at temperature 0.
-            limit: Only the first N questions.
-            use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
         """
+        super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.question_file = question_file
         self.judge = judge
         self.reference_file = reference_file
@@ -69,13 +66,8 @@ class MTBench(EvalTask):
         self.baseline_answers_file = baseline_answers_file
         self.name = name
         self.model_id = model_id
-        self.max_new_tokens = max_new_tokens
         self.temperatures = temperatures
-        self.batch_size = batch_size
-        self.seed = seed
         self.judge_max_tokens = judge_max_tokens
-        self.limit = limit
-        self.use_vllm = use_vllm
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -100,10 +92,8 @@ class MTBench(EvalTask):
         store = AnswerStore(output_dir / "answers.jsonl", id_key="question_id")
         items = [{"id": q["question_id"], "turns": q["turns"], "temperature": self.temperature(q["category"]),
                   "category": q["category"]} for q in questions]
-        answers = generate_multi_turn(
-            model, tokenizer, items, store, select_engine(self.use_vllm), self.max_new_tokens, self.batch_size,
-            self.seed, extra=lambda it: {"category": it["category"], "model_id": self.model_id},
-        )
+        answers = self.answer(model, tokenizer, items, store,
+                              extra=lambda it: {"category": it["category"], "model_id": self.model_id})
 
         if self.mode == "single":
             jobs = single_requests(questions, answers, references, prompts, self.judge_max_tokens)
