@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from evals.base import EvalTask
+from evals.base import EvalError, EvalTask
 
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
@@ -220,6 +220,9 @@ class GenerationTask(EvalTask):
             limit: Only the first N items (instructions, questions).
             use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
         """
+        for name, value, least in (("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1), ("limit", limit, 0)):
+            if value is not None and not (isinstance(value, int) and value >= least):  # else it fails deep in generate
+                raise EvalError(f"{type(self).__name__}: {name} must be a whole number >= {least}, got {value!r}")
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.seed = seed

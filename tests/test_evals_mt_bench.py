@@ -201,3 +201,16 @@ def test_pairwise_with_order_swap(tiny, tmp_path):
     assert (m["mt_bench/wins"], m["mt_bench/ties"], m["mt_bench/losses"], m["mt_bench/inconsistent"]) == (11, 1, 0, 1)
     assert m["mt_bench/win_rate_adjusted"] == pytest.approx(11.5 / 12)
     assert m["mt_bench/win_rate_adjusted_turn2"] == 1.0
+
+
+@pytest.mark.parametrize("setting", [{"batch_size": 0}, {"max_new_tokens": 0}, {"limit": -1}, {"batch_size": 2.5}])
+def test_generation_settings_are_refused_at_construction(setting):
+    """A budget or batch size below 1 (or a negative limit) is named at construction, before any generation."""
+    from evals.alpaca_eval import AlpacaEval
+    from evals.base import EvalError
+
+    (name, value), = setting.items()
+    judge = JudgeClient(model="judge", base_url="http://127.0.0.1:9/v1", api_key_env="NO_SUCH_KEY_VAR")
+    for make in (lambda: MTBench("questions.jsonl", judge, **setting), lambda: AlpacaEval("i.jsonl", "b.json", judge, **setting)):
+        with pytest.raises(EvalError, match=f"{name} must be a whole number >= \\d, got {value}"):
+            make()
