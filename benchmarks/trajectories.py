@@ -2,8 +2,9 @@
 
 Runs short fits of the tiny model (each loss / reference / layout path once) and writes, per case,
 every logged training value at every step, the validation metrics and a digest of the final policy
-weights. Run it at two commits and compare the files: a refactor that only moves code must leave
-them identical (``--compare`` prints every difference and exits 1 on any).
+weights. Run it at two commits (each with its own copy of this script) and compare the files: a
+refactor that only moves code must leave them identical (``--compare`` prints every difference and
+exits 1 on any).
 
     python -m benchmarks.trajectories --out /tmp/before.json          # at the old commit
     python -m benchmarks.trajectories --out /tmp/after.json --compare /tmp/before.json
@@ -18,17 +19,6 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-
-
-def _task_writer():
-    try:
-        from benchmarks.demos.sort_task import write_task
-    except ImportError:  # older commits kept the task in the library
-        try:
-            from lit_align.tasks.sort_digits import write_task
-        except ImportError:
-            from lit_align.synthetic import write_task
-    return write_task
 
 
 def cases(tmp: Path) -> dict:
@@ -99,24 +89,23 @@ def digest(module) -> str:
 def run_case(name: str, case, tmp: Path, steps: int) -> dict:
     import lightning as L
 
+    from benchmarks.demos.sort_task import write_task
     from lit_align.data.datamodule import PreferenceDataModule
     from lit_align.module import PreferenceModule
+    from lit_align.trainer import quiet_trainer
 
     make_reference, make_loss, make_source, dm_kwargs = case
-    paths = _task_writer()(tmp / "data", train=64, val=16, test=16)
+    paths = write_task(tmp / "data", train=64, val=16, test=16)
     L.seed_everything(0, verbose=False)
     module = PreferenceModule(model=make_source(), loss=make_loss(), reference=make_reference(), lr=1e-2,
                               warmup_steps=0, schedule="constant")
     data = PreferenceDataModule(train_path=str(paths["train"]), val_path=str(paths["val"]), batch_size=4,
                                 max_length=64, max_prompt_length=32, chat_template=False, **dm_kwargs)
     recorder = Recorder()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, callbacks=[recorder.callback],
-                        default_root_dir=str(tmp / name))
+    trainer = quiet_trainer(max_steps=steps, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
+                            callbacks=[recorder.callback], default_root_dir=str(tmp / name))
     trainer.fit(module, datamodule=data)
-    val = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    use_distributed_sampler=False, default_root_dir=str(tmp / name)).validate(module, datamodule=data, verbose=False)
+    val = quiet_trainer(default_root_dir=str(tmp / name)).validate(module, datamodule=data, verbose=False)
     return {"steps": recorder.steps, "val": {k: float(v) for k, v in sorted(val[0].items())}, "policy": digest(module)}
 
 

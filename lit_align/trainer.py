@@ -104,6 +104,19 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
     return lightning_ckpt
 
 
+def quiet_trainer(**overrides) -> L.Trainer:
+    """A one-process CPU Trainer that writes and prints nothing (no logger, checkpoints, bars or summary).
+
+    For scripts, notebooks and tests; ``overrides`` are any Trainer arguments. It keeps the data
+    module's own sampler (``use_distributed_sampler=False``), as ``cli.py`` does.
+    """
+    defaults = dict(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False,
+    )
+    return L.Trainer(**{**defaults, **overrides})
+
+
 class AlignTrainer(L.Trainer):
     """A Lightning Trainer whose checkpoint files are written atomically.
 

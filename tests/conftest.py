@@ -43,10 +43,6 @@ def sort_task(tmp_path) -> dict[str, Path]:
 
 def quiet_trainer(**kwargs):
     """A CPU Trainer with no logger, bars or summaries, and the data module's own sampler."""
-    import lightning as L
+    from lit_align.trainer import quiet_trainer as library_quiet_trainer
 
-    defaults = dict(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
+    return library_quiet_trainer(**kwargs)

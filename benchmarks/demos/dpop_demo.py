@@ -31,6 +31,7 @@ from lit_align.losses import DPO, DPOP, SFT, PreferenceLoss
 from lit_align.models import PretrainedModel, TinyModel
 from lit_align.module import PreferenceModule
 from lit_align.reference import FrozenReference, NoReference
+from lit_align.trainer import quiet_trainer
 
 
 class ValidationRecorder(L.Callback):
@@ -57,10 +58,8 @@ class ValidationRecorder(L.Callback):
 
 
 def _trainer(steps: int, eval_every: int | None, callbacks: list) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, limit_val_batches=None if eval_every else 0,
+    return quiet_trainer(
+        max_steps=steps, num_sanity_val_steps=0, limit_val_batches=None if eval_every else 0,
         val_check_interval=eval_every, check_val_every_n_epoch=None if eval_every else 1, callbacks=callbacks,
     )
 
