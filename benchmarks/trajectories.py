@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: loss {[round(s['train/loss'], 6) for s in results[name]['steps']]}", flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1, sort_keys=True))
     if args.compare:
-        problems = compare(results, json.loads(Path(args.compare).read_text()))
+        before = json.loads(Path(args.compare).read_text())
+        problems = compare(results, {k: v for k, v in before.items() if k in results or not args.only})
         print("\n".join(problems) if problems else f"identical to {args.compare}: {len(results)} cases")
         return 1 if problems else 0
     return 0

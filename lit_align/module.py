@@ -132,17 +132,11 @@ class PreferenceModule(L.LightningModule):
 
     def reference_context(self) -> ReferenceContext:
         """What the reference strategy may know of this run: the policy's source and tokenizer, the data."""
-        data = None
-        trainer = self._trainer
+        data, trainer = None, self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is not None:
-            from lit_align.data.collate import PairCollator
-
-            sets = {"train": getattr(datamodule, "train_set", None), "val": getattr(datamodule, "val_set", None)}
-            splits = {name: list(dataset.pairs) if hasattr(dataset, "pairs") else [dataset[i] for i in range(len(dataset))]
-                      for name, dataset in sets.items() if dataset is not None}
-            collate = PairCollator(datamodule.pad_token_id, getattr(datamodule, "pad_to_multiple_of", 8))
-            data = ReferenceData(splits, collate, trainer.global_rank, lambda: trainer.strategy.barrier("reference_cache"))
+        if hasattr(datamodule, "tokenized_splits"):  # set up by now: Lightning runs setup before configure_model
+            data = ReferenceData(datamodule.tokenized_splits(), datamodule.padded_collator(), trainer.global_rank,
+                                 lambda: trainer.strategy.barrier("reference_cache"))
         return ReferenceContext(self.model_source, self.tokenizer, self.logps_chunk_size, data)
 
     def configure_optimizers(self):

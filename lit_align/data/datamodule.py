@@ -232,6 +232,15 @@ class PreferenceDataModule(L.LightningDataModule):
             details = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("rows", "pairs"))
             print(f"[data] {name}: {counts['pairs']} pairs from {counts['rows']} rows" + (f" ({details})" if details else ""))
 
+    def tokenized_splits(self) -> dict[str, list[TokenizedPair]]:
+        """The set-up splits' pairs ("train", "val"), e.g. for a reference that scores them all once."""
+        sets = {"train": self.train_set, "val": self.val_set}
+        return {name: list(dataset.pairs) for name, dataset in sets.items() if dataset is not None}
+
+    def padded_collator(self) -> PairCollator:
+        """The padded layout's collator for this data (whatever ``collator`` the loaders use)."""
+        return PairCollator(self.pad_token_id, self.pad_to_multiple_of)
+
     def _loader(self, dataset: PairDataset, batch_size: int, shuffle: bool, mark_padding: bool = False):
         from torchdata.stateful_dataloader import StatefulDataLoader
 
