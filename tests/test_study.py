@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from math import comb
+from pathlib import Path
 
 import pytest
 import yaml
@@ -100,3 +101,74 @@ def test_study_config_errors_name_the_key(tmp_path):
     path.write_text(yaml.safe_dump({"title": "x", "baseline": "b", "arms": [{"name": "a"}]}))
     with pytest.raises(ValueError, match="baseline 'b' is not an arm"):
         StudyConfig.load(path)
+
+
+def other_tokenizer_file(tmp_path) -> str:
+    """A study whose extra start has another tokenizer (word-level) and is a DPO arm's reference through columns."""
+    columns = {"class_path": "lit_align.reference.DatasetColumnReference"}
+    config = {
+        "title": "tiny other tokenizer", "seeds": [0], "data": {"train": 48, "val": 8, "test": 12}, "pairs": "own_mistakes",
+        "pair_prompts": 16, "sft_args": TINY_SFT, "starts": {"word": ["--model.model.init_args.tokenizer=word", "--trainer.max_steps=4"]},
+        "other_tokenizer_starts": ["word"], "base_args": STEPS, "baseline": "dpo", "curves": ["train/logps/chosen"],
+        "arms": [
+            {"name": "dpo", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 0.1}}}}},
+            {"name": "word_ref", "reference_columns": {"start": "word", "max_length": 128},
+             "config": {"model": {"loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 0.5}}, "reference": columns}}},
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_study_reference_with_another_tokenizer(tmp_path, monkeypatch):
+    """The word-level start is fit by cli.py, scores the arm's pairs by its own tokenisation, and the arm
+    trains and is evaluated against those columns: each column equals a hand sum of the word model's
+    log-softmax over its own completion tokens, and the arm's held-out rewards are beta * (policy - column)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import lit_align.reference_columns as reference_columns
+
+    out, calls = tmp_path / "out", []
+    real_main, real_columns = cli.main, reference_columns.main
+    monkeypatch.setattr(cli, "main", lambda args: calls.append(args) or real_main(args))
+    monkeypatch.setattr(reference_columns, "main", lambda args: calls.append(["columns", *args]) or real_columns(args))
+    summary = main(["--config", other_tokenizer_file(tmp_path), "--out", str(out)])
+    # 2 SFT starts, the dpo arm, the word start's columns of the train and the val pairs, the word_ref arm; 4 evaluations
+    assert [a[0] for a in calls] == ["fit"] * 3 + ["columns"] * 2 + ["fit"] + ["evaluate"] * 4
+
+    seed, study = out / "seed_0", Study(StudyConfig.load(other_tokenizer_file(tmp_path)), out)
+    word = study.start_dir(0, ["--model.model.init_args.tokenizer=word", "--trainer.max_steps=4"]) / "hf"
+    model, tok = AutoModelForCausalLM.from_pretrained(word).eval(), AutoTokenizer.from_pretrained(word)
+    assert len(tok) == 18 and model.config.vocab_size == 18  # 4 special tokens + system/user/assistant/sort: + 10 digits
+
+    arm = yaml.safe_load((seed / "word_ref" / "config.yaml").read_text())
+    assert arm["model"]["reference"]["class_path"] == "lit_align.reference.DatasetColumnReference"
+    train, val = Path(arm["data"]["init_args"]["train_path"]), Path(arm["data"]["init_args"]["val_path"])
+    pairs = read_jsonl(study.start_dir(0, []) / "pairs_16.jsonl")
+    assert [{k: r[k] for k in pairs[0]} for r in read_jsonl(train)] == pairs  # every pair kept, columns added
+    for row in read_jsonl(train)[:3] + read_jsonl(val)[:3]:
+        prompt = tok.apply_chat_template([{"role": "user", "content": row["prompt"]}], tokenize=False, add_generation_prompt=True)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        for key in ("chosen", "rejected"):
+            c_ids = [tok.convert_tokens_to_ids(w) for w in row[key].split()] + [tok.eos_token_id]
+            ids = torch.tensor([p_ids + c_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            expected = sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(c_ids))
+            assert abs(row[f"ref_{key}_logps"] - expected) < 1e-4, key
+
+    metrics = json.loads((seed / "eval" / "word_ref" / "results.json").read_text())["metrics"]
+    ref_chosen = sum(r["ref_chosen_logps"] for r in read_jsonl(val)) / 8  # the 8 val pairs: one batch
+    assert metrics["val/rewards/chosen"] == pytest.approx(0.5 * (metrics["val/logps/chosen"] - ref_chosen), abs=1e-3)
+    # the word start is evaluated with its own SFT config: only its verifier accuracy is tabulated
+    own = json.loads((seed / "eval" / "start_word" / "results.json").read_text())
+    assert summary["arms"]["start_word"]["metrics"] == {"sort_verifier/accuracy": {
+        "mean": own["metrics"]["sort_verifier/accuracy"], "sd": 0.0, "seeds": [own["metrics"]["sort_verifier/accuracy"]]}}
+    assert "val/rewards/margins" in summary["arms"]["word_ref"]["metrics"]
+
+    calls.clear()  # resumes from the markers: no fit, no columns, no evaluation again
+    main(["--config", other_tokenizer_file(tmp_path), "--out", str(out)])
+    assert calls == []

@@ -46,6 +46,11 @@ class Arm:
     args: list[str] = field(default_factory=list)
     x: float | None = None  # position on the study's axis (e.g. its beta or lr), if it has one
     group: str = ""  # arms of one group are one line along the axis (e.g. DPO and MinorDPO over lr)
+    # reference columns from an extra start (for lit_align.reference.DatasetColumnReference), e.g. {start: other}:
+    # before the fit, ``python -m lit_align.reference_columns`` scores the arm's train pairs and the val pairs with
+    # that start (its own tokenizer and chat template) and the arm trains and is evaluated on those files. Other
+    # keys are the command's options (chat_template, max_length, max_prompt_length, batch_size).
+    reference_columns: dict | None = None
 
 
 def substitute(node, values: dict[str, str]):
@@ -73,6 +78,9 @@ class StudyConfig:
     sft: str = "configs/demo/sft.yaml"
     sft_args: list[str] = field(default_factory=list)
     starts: dict[str, list[str]] = field(default_factory=dict)  # extra SFT models per seed: name -> args over sft
+    # extra starts with another tokenizer than the policy's: evaluated with their own SFT fit config (the
+    # verifier's accuracy only), since the baseline arm's reference cannot score their tokens
+    other_tokenizer_starts: list[str] = field(default_factory=list)
     pairs: Literal["own_mistakes", "task"] = "own_mistakes"
     pair_prompts: int = 1500  # train prompts the SFT model answers (own_mistakes)
     base: str = "configs/demo/dpo.yaml"
@@ -97,6 +105,9 @@ class StudyConfig:
             raise ValueError(f"{path}: arms need distinct names, got {names}")
         if study.baseline not in names:
             raise ValueError(f"{path}: baseline {study.baseline!r} is not an arm ({names})")
+        for name in study.other_tokenizer_starts + [a.reference_columns.get("start") for a in study.arms if a.reference_columns]:
+            if name not in study.starts:
+                raise ValueError(f"{path}: start {name!r} is not one of the study's starts ({sorted(study.starts)})")
         if study.pairs not in ("own_mistakes", "task"):
             raise ValueError(f"{path}: pairs must be own_mistakes or task, got {study.pairs!r}")
         return study
@@ -156,6 +167,9 @@ class Study:
         path.write_text(yaml.safe_dump({**fragment, "trainer": {**fragment.get("trainer", {}), "logger": logger}}, sort_keys=False))
         return path
 
+    def other_tokenizer_names(self) -> set[str]:
+        return {f"start_{name}" for name in self.config.other_tokenizer_starts}
+
     def start_dir(self, seed: int, args: list[str]) -> Path:
         """Where a seed's SFT start lives: keyed by everything that makes it, so studies share it."""
         c = self.config
@@ -185,18 +199,48 @@ class Study:
             self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
             layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
-            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
-                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
-                f"--seed_everything={seed}", f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}",
+            train, val = pairs, data["val"]
+            if arm.reference_columns:
+                train, val = self._reference_columns(seed_dir, starts, arm.reference_columns, {"train": pairs, "val": data["val"]})
+            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer, train=train, val=val: self._cli(
+                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={val}",
+                f"--seed_everything={seed}", f"--data.init_args.train_path={train}", f"--model.model.init_args.path={start}",
                 *c.base_args, *substitute(arm.args, values)))
-        # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition)
-        evaluated = [(name, c.baseline, weights) for name, weights in starts.items()]
-        evaluated += [(a.name, a.name, seed_dir / a.name / "hf") for a in c.arms]
+        # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition);
+        # a start with another tokenizer is evaluated with its own SFT config (the verifier's accuracy is what counts)
+        own = self.other_tokenizer_names()
+        evaluated = [(name, (weights.parent if name in own else seed_dir / c.baseline) / "config.yaml", weights)
+                     for name, weights in starts.items()]
+        evaluated += [(a.name, seed_dir / a.name / "config.yaml", seed_dir / a.name / "hf") for a in c.arms]
         for name, config, weights in evaluated:
             target = seed_dir / "eval" / name
             self._once(target / "done", lambda config=config, weights=weights, target=target: self._cli(
-                "evaluate", "--config", str(seed_dir / config / "config.yaml"), "--config", str(REPO / c.eval),
+                "evaluate", "--config", str(config), "--config", str(REPO / c.eval),
                 f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
+
+    def _reference_columns(self, seed_dir: Path, starts: dict[str, Path], spec: dict, files: dict[str, Path]) -> tuple[Path, Path]:
+        """``python -m lit_align.reference_columns`` with an extra start over the train pairs and the val pairs.
+
+        Shared by the seed's arms that ask for the same start and options (the columns do not depend on beta).
+        """
+        from lit_align.reference_columns import main as columns
+
+        options = {k: v for k, v in spec.items() if k != "start"}
+        flags = []
+        for key, value in sorted(options.items()):
+            if key == "chat_template":
+                flags += [] if value else ["--no-chat-template"]
+            else:
+                flags.append(f"--{key.replace('_', '-')}={value}")
+        tag = hashlib.sha256(json.dumps([str(files["train"]), str(files["val"]), flags]).encode()).hexdigest()[:8]
+        folder = seed_dir / f"ref_columns_{spec['start']}_{tag}"
+        model = starts[f"start_{spec['start']}"]
+        outs = {split: folder / f"{split}.jsonl" for split in files}
+        for split, source in files.items():
+            argv = ["--model", str(model), "--data", str(source), "--out", str(outs[split]), *flags]
+            self._once(folder / f"{split}.done", lambda argv=argv: (
+                print(f"\n[study] $ python -m lit_align.reference_columns {' '.join(argv)}", flush=True), columns(argv)))
+        return outs["train"], outs["val"]
 
     def run(self) -> dict:
         from benchmarks.demos.sort_task import write_task
@@ -226,6 +270,8 @@ class Study:
         rows = {}
         for name in names:
             per_seed = [self.results(s, name) for s in c.seeds]
+            if name in self.other_tokenizer_names():  # its val metrics are its SFT loss's, not rewards
+                per_seed = [{k: v for k, v in r.items() if k == "sort_verifier/accuracy"} for r in per_seed]
             stats = {}
             for key in SUMMARY:
                 values = [r[key] for r in per_seed if isinstance(r.get(key), (int, float))]
