@@ -7,6 +7,7 @@ the paired counts recomputed by hand; a second run resumes from the done markers
 from __future__ import annotations
 
 import json
+import math
 from math import comb
 from pathlib import Path
 
@@ -172,3 +173,90 @@ def test_study_reference_with_another_tokenizer(tmp_path, monkeypatch):
     calls.clear()  # resumes from the markers: no fit, no columns, no evaluation again
     main(["--config", other_tokenizer_file(tmp_path), "--out", str(out)])
     assert calls == []
+
+
+RECIPE = "configs/recipes/smollm2_dpo_lora.yaml"
+
+
+def stand_in_recipe(tmp_path) -> str:
+    """The real-model recipe with a tiny byte-tokenizer model in place of SmolLM2 (same LoRA, reference, data format)."""
+    from lit_align.models import save_tiny
+
+    tiny = save_tiny(tmp_path / "tiny", hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=256)
+    recipe = yaml.safe_load((Path(cli.__file__).parent / RECIPE).read_text())
+    recipe["model"]["model"]["init_args"]["base"] = {"class_path": "lit_align.models.PretrainedModel", "init_args": {"path": str(tiny)}}
+    recipe["trainer"].update(max_steps=2, log_every_n_steps=1)
+    path = tmp_path / "stand_in_recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def hh_rows(n: int) -> list[dict]:
+    """HH-RLHF-shaped transcripts (shared turns, a differing last assistant turn)."""
+    return [{"chosen": f"\n\nHuman: what is {i} plus {i}?\n\nAssistant: {2 * i}.",
+             "rejected": f"\n\nHuman: what is {i} plus {i}?\n\nAssistant: I will not say."} for i in range(n)]
+
+
+@pytest.mark.slow
+def test_study_over_a_real_model_recipe(tmp_path, monkeypatch, capsys):
+    """``--over RECIPE``: no SFT start, the arms fit over the recipe's model from real_demo's pairs, the untuned model
+    and each arm evaluated on the held-out pairs; arms that need the task's SFT starts are left out, named."""
+    from benchmarks.demos.real_demo import write_split
+
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(12)))
+    data = write_split(hh, tmp_path / "data", train=8, val=4, max_chars=300)
+    config = yaml.safe_load(Path(other_tokenizer_file(tmp_path)).read_text())
+    config["arms"].append({"name": "dpo_5", "config": {"model": {"loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 5.0}},
+                           "reference": {"class_path": "lit_align.reference.CachedReference", "init_args": {"cache_dir": "{starts}/cache"}}}}})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+
+    out, calls = tmp_path / "out", []
+    real_main = cli.main
+    monkeypatch.setattr(cli, "main", lambda args: calls.append(args) or real_main(args))
+    recipe = stand_in_recipe(tmp_path)
+    summary = main(["--config", str(tmp_path / "study.yaml"), "--over", recipe, "--data", str(data["train"].parent), "--out", str(out)])
+    assert "left out the arms that need the task's SFT starts: ['word_ref']" in capsys.readouterr().out
+    # no SFT start, no pairs of its own: two fits, then the untuned model and the two arms evaluated
+    assert [a[0] for a in calls] == ["fit", "fit", "evaluate", "evaluate", "evaluate"]
+    assert all(a[a.index("--config") + 1] == recipe for a in calls[:2])
+    assert f"--data.init_args.train_path={data['train']}" in calls[0] and "--ckpt_path" not in calls[2]
+
+    seed = out / "seed_0"
+    for arm, beta, reference in (("dpo", 0.1, "AdapterDisabledReference"), ("dpo_5", 5.0, "CachedReference")):
+        saved = yaml.safe_load((seed / arm / "config.yaml").read_text())["model"]
+        assert saved["model"]["class_path"] == "lit_align.peft_config.LoraSource"  # the recipe's model, not a start
+        assert saved["reference"]["class_path"] == f"lit_align.reference.{reference}"  # the recipe's, or the arm's own
+        assert saved["loss"]["init_args"]["beta"] == beta
+    start = json.loads((seed / "eval" / "start" / "results.json").read_text())["metrics"]
+    # untuned: the LoRA adapter is zero, so the policy is its reference: margin 0 and DPO loss ln 2 exactly
+    assert abs(start["val/rewards/margins"]) < 1e-6 and start["val/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert "sort_verifier/accuracy" not in start and set(summary["arms"]) == {"start", "dpo", "dpo_5"}
+    for name in ("dpo", "dpo_5"):
+        metrics = json.loads((seed / "eval" / name / "results.json").read_text())["metrics"]
+        assert summary["arms"][name]["metrics"]["val/rewards/margins"]["seeds"] == [metrics["val/rewards/margins"]]
+        assert summary["arms"][name]["vs_baseline"] is None  # no verifier: nothing to pair per prompt
+    assert metrics["val/rewards/margins"] != 0.0  # trained: the adapter moved
+    assert sorted(summary["curves"]["dpo_5"]["train/logps/chosen"][0]) == [0, 1]
+    assert (out / "study.png").stat().st_size > 1000 and "| dpo_5 |" in (out / "study.md").read_text()
+
+
+def test_every_study_names_a_real_model_command_that_parses(tmp_path):
+    """Each study's header gives ``--over configs/recipes/smollm2_dpo_lora.yaml``; every arm it keeps parses over
+    the real recipe (``cli.py fit --print_config``: no weights are loaded)."""
+    from benchmarks.studies.study import REPO, over_pretrained, substitute
+
+    studies = sorted((REPO / "configs" / "studies").glob("*.yaml"))
+    assert len(studies) >= 6
+    for path in studies:
+        header = path.read_text().split("\ntitle:")[0]
+        assert f"python -m benchmarks.studies.study --config configs/studies/{path.name} --over {RECIPE}" in header, path.name
+        assert "python -m benchmarks.demos.real_demo --prepare-only" in header, path.name
+        study, dropped = over_pretrained(StudyConfig.load(path), RECIPE, tmp_path)
+        assert study.arms and study.baseline not in dropped
+        for arm in study.arms:
+            layer = tmp_path / f"{path.stem}_{arm.name}.yaml"
+            layer.write_text(yaml.safe_dump(substitute(arm.config, {"starts": str(tmp_path)})))
+            with pytest.raises(SystemExit) as done:
+                cli.main(["fit", "--config", str(REPO / RECIPE), "--config", str(layer), *substitute(arm.args, {}), "--print_config"])
+            assert done.value.code in (0, None), (path.name, arm.name)
