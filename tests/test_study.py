@@ -260,3 +260,23 @@ def test_every_study_names_a_real_model_command_that_parses(tmp_path):
             with pytest.raises(SystemExit) as done:
                 cli.main(["fit", "--config", str(REPO / RECIPE), "--config", str(layer), *substitute(arm.args, {}), "--print_config"])
             assert done.value.code in (0, None), (path.name, arm.name)
+
+
+def test_tiny_model_with_the_word_tokenizer():
+    """tokenizer: word -- one id per sort-task word (digits, "sort:", roles), ChatML, decoded answers round-trip;
+    the byte model's identity (reference cache keys) is unchanged by the option."""
+    from lit_align.errors import ConfigError
+    from lit_align.models import TinyModel
+
+    word = TinyModel(tokenizer="word")
+    tok = word.load_tokenizer()
+    ids = tok("sort: 7 0 3", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 4 and tok.unk_token_id not in ids and tok.decode(ids) == "sort: 7 0 3"
+    assert tok("hello", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
+    prompt = tok.apply_chat_template([{"role": "user", "content": "sort: 2 1"}], tokenize=False, add_generation_prompt=True)
+    assert tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"]) == [
+        "<|im_start|>", "user", "sort:", "2", "1", "<|im_end|>", "<|im_start|>", "assistant"]
+    assert word.config().vocab_size == len(tok) == 18 and word.config().eos_token_id == tok.eos_token_id
+    assert "tokenizer" not in TinyModel().identity() and '"tokenizer": "word"' in word.identity()
+    with pytest.raises(ConfigError, match="unknown tokenizer 'bpe'"):
+        TinyModel(tokenizer="bpe")

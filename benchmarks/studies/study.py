@@ -17,6 +17,16 @@ the baseline arm, pooled over seeds, with McNemar's exact p) and ``study.png`` (
 along the study's axis, and training curves averaged over seeds). Every finished step leaves a
 ``done`` marker and is skipped when the study is run again, so an interrupted study resumes;
 ``--force`` re-runs everything. ``--publish DIR`` copies the three summary files there.
+
+A reference with another tokenizer: an extra start (``starts: {other: [--model.model.init_args.tokenizer=word]}``,
+listed in ``other_tokenizer_starts`` so it is evaluated with its own SFT config) and an arm with
+``reference_columns: {start: other}``, whose train and val pairs get ``ref_chosen_logps`` / ``ref_rejected_logps``
+from that start (``python -m lit_align.reference_columns``) before its fit, for ``DatasetColumnReference``.
+
+A real model: ``--over configs/recipes/smollm2_dpo_lora.yaml --data runs/smollm2/data`` runs the same arms over
+that recipe (``start: pretrained``: no SFT start, pairs from ``python -m benchmarks.demos.real_demo --prepare-only``,
+held-out reward metrics of the untuned model and of each arm's ``last.ckpt``; no verifier, so no paired counts).
+Arms that need the task's SFT starts (``{start:NAME}``, reference columns) are left out and named.
 """
 
 from __future__ import annotations
