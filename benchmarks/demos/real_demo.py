@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--val-pairs", type=int, default=32)
     parser.add_argument("--max-chars", type=int, default=300, help="longest transcript kept (characters)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the recipe's max_steps")
+    parser.add_argument("--prepare-only", action="store_true", help="write <out>/data/{train,val}.jsonl and stop "
+                        "(e.g. for python -m benchmarks.studies.study ... --over configs/recipes/smollm2_dpo_lora.yaml)")
     args = parser.parse_args(argv)
 
     import cli
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     out = Path(args.out)
     data = write_split(Path(args.hh), out / "data", args.train_pairs, args.val_pairs, args.max_chars)
+    if args.prepare_only:
+        print(f"[real_demo] wrote {data['train']} and {data['val']}")
+        return {"data": data}
     common = ["--config", str(RECIPE), f"--data.init_args.train_path={data['train']}",
               f"--data.init_args.val_path={data['val']}", f"--trainer.logger.init_args.save_dir={out}"]
     results = {}

@@ -17,6 +17,16 @@ the baseline arm, pooled over seeds, with McNemar's exact p) and ``study.png`` (
 along the study's axis, and training curves averaged over seeds). Every finished step leaves a
 ``done`` marker and is skipped when the study is run again, so an interrupted study resumes;
 ``--force`` re-runs everything. ``--publish DIR`` copies the three summary files there.
+
+A reference with another tokenizer: an extra start (``starts: {other: [--model.model.init_args.tokenizer=word]}``,
+listed in ``other_tokenizer_starts`` so it is evaluated with its own SFT config) and an arm with
+``reference_columns: {start: other}``, whose train and val pairs get ``ref_chosen_logps`` / ``ref_rejected_logps``
+from that start (``python -m lit_align.reference_columns``) before its fit, for ``DatasetColumnReference``.
+
+A real model: ``--over configs/recipes/smollm2_dpo_lora.yaml --data runs/smollm2/data`` runs the same arms over
+that recipe (``start: pretrained``: no SFT start, pairs from ``python -m benchmarks.demos.real_demo --prepare-only``,
+held-out reward metrics of the untuned model and of each arm's ``last.ckpt``; no verifier, so no paired counts).
+Arms that need the task's SFT starts (``{start:NAME}``, reference columns) are left out and named.
 """
 
 from __future__ import annotations
@@ -25,9 +35,10 @@ import argparse
 import csv
 import hashlib
 import json
+import re
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +57,11 @@ class Arm:
     args: list[str] = field(default_factory=list)
     x: float | None = None  # position on the study's axis (e.g. its beta or lr), if it has one
     group: str = ""  # arms of one group are one line along the axis (e.g. DPO and MinorDPO over lr)
+    # reference columns from an extra start (for lit_align.reference.DatasetColumnReference), e.g. {start: other}:
+    # before the fit, ``python -m lit_align.reference_columns`` scores the arm's train pairs and the val pairs with
+    # that start (its own tokenizer and chat template) and the arm trains and is evaluated on those files. Other
+    # keys are the command's options (chat_template, max_length, max_prompt_length, batch_size).
+    reference_columns: dict | None = None
 
 
 def substitute(node, values: dict[str, str]):
@@ -73,11 +89,18 @@ class StudyConfig:
     sft: str = "configs/demo/sft.yaml"
     sft_args: list[str] = field(default_factory=list)
     starts: dict[str, list[str]] = field(default_factory=dict)  # extra SFT models per seed: name -> args over sft
+    # extra starts with another tokenizer than the policy's: evaluated with their own SFT fit config (the
+    # verifier's accuracy only), since the baseline arm's reference cannot score their tokens
+    other_tokenizer_starts: list[str] = field(default_factory=list)
     pairs: Literal["own_mistakes", "task"] = "own_mistakes"
     pair_prompts: int = 1500  # train prompts the SFT model answers (own_mistakes)
     base: str = "configs/demo/dpo.yaml"
     base_args: list[str] = field(default_factory=list)
-    eval: str = "configs/demo/eval.yaml"
+    eval: str | None = "configs/demo/eval.yaml"  # None: held-out reward metrics only (no verifier)
+    # "sft": the synthetic task's SFT start (above); "pretrained": the base config's own model is the start (a real
+    # model: no SFT, no own-mistake pairs), the arms train on data_files and are evaluated from checkpoints/last.ckpt
+    start: Literal["sft", "pretrained"] = "sft"
+    data_files: dict[str, str] | None = None  # {train, val} preference pairs (start: pretrained)
     axis: str | None = None  # the arms' x label (e.g. "beta"); None: arms are categories
     log_axis: bool = True
     curves: list[str] = field(default_factory=lambda: ["train/logps/chosen"])
@@ -97,9 +120,33 @@ class StudyConfig:
             raise ValueError(f"{path}: arms need distinct names, got {names}")
         if study.baseline not in names:
             raise ValueError(f"{path}: baseline {study.baseline!r} is not an arm ({names})")
+        for name in study.other_tokenizer_starts + [a.reference_columns.get("start") for a in study.arms if a.reference_columns]:
+            if name not in study.starts:
+                raise ValueError(f"{path}: start {name!r} is not one of the study's starts ({sorted(study.starts)})")
+        if study.start not in ("sft", "pretrained"):
+            raise ValueError(f"{path}: start must be sft or pretrained, got {study.start!r}")
         if study.pairs not in ("own_mistakes", "task"):
             raise ValueError(f"{path}: pairs must be own_mistakes or task, got {study.pairs!r}")
         return study
+
+
+def needs_sft_start(arm: Arm) -> bool:
+    """Whether an arm uses the task's SFT starts (``{start...}`` in its config or args, or reference columns)."""
+    return bool(arm.reference_columns) or re.search(r"\{start(:[^}]*)?\}", json.dumps([arm.config, arm.args])) is not None
+
+
+def over_pretrained(study: StudyConfig, base: str, data_dir: str | Path) -> tuple[StudyConfig, list[str]]:
+    """The study's arms over a real model's recipe (``base``, e.g. configs/recipes/smollm2_dpo_lora.yaml):
+    no SFT start, the pairs in ``data_dir`` ({train,val}.jsonl), held-out reward metrics only. Arms that need
+    the task's SFT starts are left out (returned by name); the recipe's own settings replace the study's base_args."""
+    kept = [arm for arm in study.arms if not needs_sft_start(arm)]
+    dropped = [arm.name for arm in study.arms if needs_sft_start(arm)]
+    if study.baseline in dropped:
+        raise ValueError(f"the baseline arm {study.baseline!r} needs the task's SFT start: no real-model form")
+    files = {split: str(Path(data_dir) / f"{split}.jsonl") for split in ("train", "val")}
+    variant = replace(study, arms=kept, base=base, base_args=[], start="pretrained", eval=None, data_files=files,
+                      starts={}, other_tokenizer_starts=[], title=f"{study.title} [over {Path(base).stem}]")
+    return variant, dropped
 
 
 def mcnemar(fixed: int, broken: int) -> float:
@@ -156,6 +203,9 @@ class Study:
         path.write_text(yaml.safe_dump({**fragment, "trainer": {**fragment.get("trainer", {}), "logger": logger}}, sort_keys=False))
         return path
 
+    def other_tokenizer_names(self) -> set[str]:
+        return {f"start_{name}" for name in self.config.other_tokenizer_starts}
+
     def start_dir(self, seed: int, args: list[str]) -> Path:
         """Where a seed's SFT start lives: keyed by everything that makes it, so studies share it."""
         c = self.config
@@ -185,23 +235,82 @@ class Study:
             self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
             layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
-            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
-                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
-                f"--seed_everything={seed}", f"--data.init_args.train_path={pairs}", f"--model.model.init_args.path={start}",
+            train, val = pairs, data["val"]
+            if arm.reference_columns:
+                train, val = self._reference_columns(seed_dir, starts, arm.reference_columns, {"train": pairs, "val": data["val"]})
+            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer, train=train, val=val: self._cli(
+                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={val}",
+                f"--seed_everything={seed}", f"--data.init_args.train_path={train}", f"--model.model.init_args.path={start}",
                 *c.base_args, *substitute(arm.args, values)))
-        # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition)
-        evaluated = [(name, c.baseline, weights) for name, weights in starts.items()]
-        evaluated += [(a.name, a.name, seed_dir / a.name / "hf") for a in c.arms]
+        # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition);
+        # a start with another tokenizer is evaluated with its own SFT config (the verifier's accuracy is what counts)
+        own = self.other_tokenizer_names()
+        evaluated = [(name, (weights.parent if name in own else seed_dir / c.baseline) / "config.yaml", weights)
+                     for name, weights in starts.items()]
+        evaluated += [(a.name, seed_dir / a.name / "config.yaml", seed_dir / a.name / "hf") for a in c.arms]
         for name, config, weights in evaluated:
             target = seed_dir / "eval" / name
             self._once(target / "done", lambda config=config, weights=weights, target=target: self._cli(
-                "evaluate", "--config", str(seed_dir / config / "config.yaml"), "--config", str(REPO / c.eval),
+                "evaluate", "--config", str(config), "--config", str(REPO / c.eval),
                 f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
+
+    def _reference_columns(self, seed_dir: Path, starts: dict[str, Path], spec: dict, files: dict[str, Path]) -> tuple[Path, Path]:
+        """``python -m lit_align.reference_columns`` with an extra start over the train pairs and the val pairs.
+
+        Shared by the seed's arms that ask for the same start and options (the columns do not depend on beta).
+        """
+        from lit_align.reference_columns import main as columns
+
+        options = {k: v for k, v in spec.items() if k != "start"}
+        flags = []
+        for key, value in sorted(options.items()):
+            if key == "chat_template":
+                flags += [] if value else ["--no-chat-template"]
+            else:
+                flags.append(f"--{key.replace('_', '-')}={value}")
+        tag = hashlib.sha256(json.dumps([str(files["train"]), str(files["val"]), flags]).encode()).hexdigest()[:8]
+        folder = seed_dir / f"ref_columns_{spec['start']}_{tag}"
+        model = starts[f"start_{spec['start']}"]
+        outs = {split: folder / f"{split}.jsonl" for split in files}
+        for split, source in files.items():
+            argv = ["--model", str(model), "--data", str(source), "--out", str(outs[split]), *flags]
+            self._once(folder / f"{split}.done", lambda argv=argv: (
+                print(f"\n[study] $ python -m lit_align.reference_columns {' '.join(argv)}", flush=True), columns(argv)))
+        return outs["train"], outs["val"]
+
+    def run_pretrained(self, seed: int, data: dict[str, Path]) -> None:
+        """Every arm from the base config's own model; evaluated (and the untuned model) on the held-out pairs."""
+        c, seed_dir = self.config, self.out / f"seed_{seed}"
+        values = {"starts": str(self.starts_root)}
+        for arm in c.arms:
+            layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
+            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
+                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
+                f"--seed_everything={seed}", f"--data.init_args.train_path={data['train']}", *c.base_args, *substitute(arm.args, values)))
+        # the untuned model under the baseline arm's config (no checkpoint: the configured weights), then each arm
+        evaluated = [("start", c.baseline, [])] + [(a.name, a.name, ["--ckpt_path", str(seed_dir / a.name / "checkpoints" / "last.ckpt")])
+                                                    for a in c.arms]
+        for name, config, ckpt in evaluated:
+            target = seed_dir / "eval" / name
+            tasks = ["--config", str(REPO / c.eval)] if c.eval else []
+            self._once(target / "done", lambda config=config, ckpt=ckpt, target=target, tasks=tasks: self._cli(
+                "evaluate", "--config", str(seed_dir / config / "config.yaml"), *tasks, "--trainer.limit_val_batches=1.0",
+                *ckpt, "--output_dir", str(target)))
 
     def run(self) -> dict:
         from benchmarks.demos.sort_task import write_task
 
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.config.start == "pretrained":
+            if not self.config.data_files:
+                raise ValueError("start: pretrained needs data_files: {train: ..., val: ...}")
+            data = {split: Path(path) for split, path in self.config.data_files.items()}
+            for path in data.values():
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: no such file (for SmolLM2: python -m benchmarks.demos.real_demo --prepare-only)")
+            for seed in self.config.seeds:
+                self.run_pretrained(seed, data)
+            return self.summarise()
         data = write_task(self.out / "data", **self.config.data)
         for seed in self.config.seeds:
             self.run_seed(seed, data)
@@ -213,8 +322,10 @@ class Study:
 
     def curve(self, seed: int, arm: str, metric: str) -> dict[int, float]:
         """step -> value of one metric column of an arm's metrics.csv."""
-        points = {}
-        with open(self.out / f"seed_{seed}" / arm / "metrics.csv", newline="") as f:
+        points, path = {}, self.out / f"seed_{seed}" / arm / "metrics.csv"
+        if not path.is_file():  # a fit shorter than its log interval logs nothing
+            return points
+        with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if row.get(metric) not in (None, ""):
                     points[int(row["step"])] = float(row[metric])
@@ -222,21 +333,25 @@ class Study:
 
     def summarise(self) -> dict:
         c = self.config
-        names = ["start"] + [f"start_{n}" for n in c.starts] + [a.name for a in c.arms]
+        names = ["start"] + [f"start_{n}" for n in c.starts if c.start == "sft"] + [a.name for a in c.arms]
         rows = {}
         for name in names:
             per_seed = [self.results(s, name) for s in c.seeds]
+            if name in self.other_tokenizer_names():  # its val metrics are its SFT loss's, not rewards
+                per_seed = [{k: v for k, v in r.items() if k == "sort_verifier/accuracy"} for r in per_seed]
             stats = {}
             for key in SUMMARY:
                 values = [r[key] for r in per_seed if isinstance(r.get(key), (int, float))]
                 if values:
                     stats[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": values}
-            base, mine = [], []  # paired per prompt against the baseline arm, pooled over seeds
-            for seed in c.seeds:
-                base += verdicts(self.out / f"seed_{seed}" / "eval" / c.baseline)
-                mine += verdicts(self.out / f"seed_{seed}" / "eval" / name)
-            fixed, broken = discordant(base, mine)
-            rows[name] = {"metrics": stats, "vs_baseline": {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}}
+            rows[name] = {"metrics": stats, "vs_baseline": None}
+            if c.eval:  # paired per prompt against the baseline arm, pooled over seeds
+                base, mine = [], []
+                for seed in c.seeds:
+                    base += verdicts(self.out / f"seed_{seed}" / "eval" / c.baseline)
+                    mine += verdicts(self.out / f"seed_{seed}" / "eval" / name)
+                fixed, broken = discordant(base, mine)
+                rows[name]["vs_baseline"] = {"fixed": fixed, "broken": broken, "p": mcnemar(fixed, broken)}
         curves = {a.name: {m: [self.curve(s, a.name, m) for s in c.seeds] for m in c.curves} for a in c.arms}
         summary = {"title": c.title, "finding": c.finding, "seeds": c.seeds, "baseline": c.baseline, "axis": c.axis,
                    "x": {a.name: a.x for a in c.arms}, "group": {a.name: a.group for a in c.arms}, "arms": rows, "curves": curves}
@@ -257,8 +372,8 @@ def markdown(summary: dict) -> str:
     for name, row in summary["arms"].items():
         cells = [name] + ([f"{summary['x'].get(name):g}" if summary["x"].get(name) is not None else ""] if summary["axis"] else [])
         cells += [f"{row['metrics'][k]['mean']:.3f} ± {row['metrics'][k]['sd']:.3f}" if k in row["metrics"] else "" for k in cols]
-        v = row["vs_baseline"]
-        cells += ["" if name == summary["baseline"] else f"{v['fixed']} / {v['broken']}", "" if name == summary["baseline"] else f"{v['p']:.2g}"]
+        v, shown = row["vs_baseline"], row["vs_baseline"] is not None and name != summary["baseline"]
+        cells += [f"{v['fixed']} / {v['broken']}" if shown else "", f"{v['p']:.2g}" if shown else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -269,6 +384,8 @@ def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
     metrics = next(iter(summary["curves"].values()), {}).keys()
     fig, axes = pyplot().subplots(1, 1 + len(metrics), figsize=(4.4 * (1 + len(metrics)), 3.6), squeeze=False)
     ax, key = axes[0][0], "sort_verifier/accuracy"
+    if not any(key in r["metrics"] for r in summary["arms"].values()):  # no verifier (a real model): held-out pairs
+        key = "val/rewards/accuracies"
     arms = {n: r for n, r in summary["arms"].items() if n != "start" and key in r["metrics"]}
     on_axis = {n: r for n, r in arms.items() if summary["x"].get(n) is not None}
     if summary["axis"] and on_axis:
@@ -288,9 +405,10 @@ def plot(summary: dict, path: Path, log_axis: bool = True) -> Path:
             ax.scatter([i] * len(r["metrics"][key]["seeds"]), r["metrics"][key]["seeds"], color="black", s=10, zorder=3)
         ax.set_xticks(range(len(arms)), list(arms), rotation=20)
     if key in summary["arms"]["start"]["metrics"]:
-        ax.axhline(summary["arms"]["start"]["metrics"][key]["mean"], color="grey", ls="--", lw=1, label="SFT start")
+        ax.axhline(summary["arms"]["start"]["metrics"][key]["mean"], color="grey", ls="--", lw=1,
+                   label="SFT start" if key == "sort_verifier/accuracy" else "untuned")
         ax.legend()
-    ax.set(title="verifier accuracy (test)")
+    ax.set(title="verifier accuracy (test)" if key == "sort_verifier/accuracy" else "reward accuracy (held-out pairs)")
     for ax, metric in zip(axes[0][1:], metrics):
         for name, per_metric in summary["curves"].items():
             runs = [r for r in per_metric[metric] if r]
@@ -312,18 +430,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--force", action="store_true", help="re-run steps that already finished")
     parser.add_argument("--publish", default=None, help="copy study.{md,json,png} into this folder")
     parser.add_argument("--starts", default=None, help="folder of SFT starts shared by studies (default <out>/starts)")
+    parser.add_argument("--over", default=None, metavar="RECIPE", help="run the arms over a real model's recipe instead "
+                        "(e.g. configs/recipes/smollm2_dpo_lora.yaml): no SFT start, held-out reward metrics only")
+    parser.add_argument("--data", default="runs/smollm2/data", help="with --over: folder of train.jsonl / val.jsonl pairs")
     args = parser.parse_args(argv)
     config = StudyConfig.load(args.config)
     if args.seeds:
         config.seeds = args.seeds
-    out = Path(args.out or f"runs/studies/{Path(args.config).stem}")
+    stem = Path(args.config).stem
+    if args.over:
+        config, dropped = over_pretrained(config, args.over, args.data)
+        stem = f"{stem}_{Path(args.over).stem}"
+        if dropped:
+            print(f"[study] over {args.over}: left out the arms that need the task's SFT starts: {dropped}", flush=True)
+    out = Path(args.out or f"runs/studies/{stem}")
     summary = Study(config, out, args.force, Path(args.starts) if args.starts else None).run()
     print((out / "study.md").read_text())
     if args.publish:
         target = Path(args.publish)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("study.md", "study.json", "study.png"):
-            shutil.copy(out / name, target / f"{Path(args.config).stem}.{name.split('.')[1]}")
+            shutil.copy(out / name, target / f"{stem}.{name.split('.')[1]}")
         print(f"[study] published to {target}")
     return summary
 

@@ -210,7 +210,7 @@ class SmolLM2(PretrainedModel):
 
 
 class TinyModel(ModelSource):
-    """A randomly initialised Llama-shaped model with the built-in byte-level tokenizer.
+    """A randomly initialised Llama-shaped model with a built-in tokenizer (byte-level by default).
 
     Everything is built locally from a config and a seed: the demo and the tests never touch a hub.
     """
@@ -228,6 +228,7 @@ class TinyModel(ModelSource):
         vocab_size: int | None = None,
         tie_word_embeddings: bool = True,
         rope_theta: float = 10000.0,
+        tokenizer: str = "byte",
     ) -> None:
         """
         Args:
@@ -244,7 +245,13 @@ class TinyModel(ModelSource):
                 the tokenizer's are never produced, but the head's cost is that of the real vocabulary).
             tie_word_embeddings: lm_head shares the input embedding matrix.
             rope_theta: Rotary embedding base.
+            tokenizer: "byte" (every byte a token) or "word" (the sort task's words, one token each: the same
+                text in another vocabulary, e.g. for a reference with another tokenizer); both use ChatML.
         """
+        from lit_align.models.tiny_tokenizer import TOKENIZERS
+
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError(f"unknown tokenizer {tokenizer!r}; choose one of {sorted(TOKENIZERS)}")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -256,17 +263,22 @@ class TinyModel(ModelSource):
         self.vocab_size = vocab_size
         self.tie_word_embeddings = tie_word_embeddings
         self.rope_theta = rope_theta
+        self.tokenizer = tokenizer
 
     def config(self):
         from transformers import LlamaConfig
 
         from lit_align.models.tiny_tokenizer import VOCAB_SIZE, special_ids
 
-        ids = special_ids()
-        if self.vocab_size is not None and self.vocab_size < VOCAB_SIZE:
-            raise ConfigError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {VOCAB_SIZE}")
+        if self.tokenizer == "byte":
+            size, ids = VOCAB_SIZE, special_ids()
+        else:
+            tokenizer = self.load_tokenizer()
+            size, ids = len(tokenizer), {"eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
+        if self.vocab_size is not None and self.vocab_size < size:
+            raise ConfigError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {size}")
         return LlamaConfig(
-            vocab_size=self.vocab_size or VOCAB_SIZE,
+            vocab_size=self.vocab_size or size,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_layers,
@@ -291,12 +303,13 @@ class TinyModel(ModelSource):
         return model.to(resolve_dtype(dtype or self.dtype))
 
     def load_tokenizer(self):
-        from lit_align.models.tiny_tokenizer import build_tokenizer
+        from lit_align.models.tiny_tokenizer import TOKENIZERS
 
-        return build_tokenizer()
+        return TOKENIZERS[self.tokenizer]()
 
     def identity(self) -> str:
-        return f"tiny:{json.dumps(vars(self), sort_keys=True)}"
+        settings = {k: v for k, v in vars(self).items() if not (k == "tokenizer" and v == "byte")}  # as before the option
+        return f"tiny:{json.dumps(settings, sort_keys=True)}"
 
 
 def save_tiny(directory: str | os.PathLike, **kwargs) -> Path:
