@@ -295,9 +295,31 @@ class PreferenceModule(L.LightningModule):
         if not (self.reference.checkpoint_weights or self._device_mesh is not None):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self.rebuilt_reference_key(k)}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        upgrade_checkpoint(checkpoint)  # Lightning calls this before it loads the state dict
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not self.rebuilt_reference_key(k)]
         if strict and (missing or result.unexpected_keys):
             raise CheckpointMismatchError(f"checkpoint does not match the configured module (another model size or loss?): missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
         return result
+
+
+def upgrade_checkpoint(checkpoint: dict) -> dict:
+    """Rewrite, in place, a checkpoint from before reference strategies owned their models.
+
+    Those kept reference weights under ``references.<key>.`` (``frozen``, ``moving``, ``unconditional``,
+    ``ref<k>`` for ensembles) and a moving reference's counters in ``checkpoint["reference_strategy"]``;
+    now they are ``reference.model.`` / ``reference.ensemble.<k>.`` weights and ``reference.<name>``
+    buffers. A current checkpoint is left as it is.
+    """
+    state, counters = checkpoint.get("state_dict", {}), checkpoint.pop("reference_strategy", None)
+    for key in [k for k in state if k.startswith("references.")]:
+        name, rest = key[len("references.") :].split(".", 1)
+        target = f"ensemble.{name[3:]}" if name.startswith("ref") and name[3:].isdigit() else "model"
+        state[f"reference.{target}.{rest}"] = state.pop(key)
+    for name, value in (counters or {}).items():
+        dtype = torch.long if name in ("updates", "last_step") else torch.float64
+        state[f"reference.{name}"] = torch.tensor(value, dtype=dtype)
+    return checkpoint

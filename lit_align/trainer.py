@@ -90,8 +90,8 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         # checkpoint folder has them and goes through the strategy.)
         model.configure_model()
         checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
+        model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
         model.load_state_dict(checkpoint["state_dict"])
-        model.on_load_checkpoint(checkpoint)
         return None
     if is_hf_dir(ckpt_path):
         if model.model_source is None:  # no fit config: the HF directory is the whole model
