@@ -214,14 +214,10 @@ class Study:
 
             self._once(pairs.with_suffix(".done"), lambda: own_mistake_pairs(start, data["train"], pairs, c.pair_prompts))
         for arm in c.arms:
-            layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
             train, val = pairs, data["val"]
             if arm.reference_columns:
                 train, val = self._reference_columns(seed_dir, starts, arm.reference_columns, {"train": pairs, "val": data["val"]})
-            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer, train=train, val=val: self._cli(
-                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={val}",
-                f"--seed_everything={seed}", f"--data.init_args.train_path={train}", f"--model.model.init_args.path={start}",
-                *c.base_args, *substitute(arm.args, values)))
+            self._fit_arm(seed, arm, values, train, val, f"--model.model.init_args.path={start}")
         # the starts are scored against the baseline arm's reference (the start's reward metrics are 0 by definition);
         # a start with another tokenizer is evaluated with its own SFT config (the verifier's accuracy is what counts)
         own = self.other_tokenizer_names()
@@ -233,6 +229,15 @@ class Study:
             self._once(target / "done", lambda config=config, weights=weights, target=target: self._cli(
                 "evaluate", "--config", str(config), "--config", str(REPO / c.eval),
                 f"--tasks.init_args.data_path={data['test']}", "--ckpt_path", str(weights), "--output_dir", str(target)))
+
+    def _fit_arm(self, seed: int, arm: Arm, values: dict[str, str], train: Path, val: Path, *start: str) -> None:
+        """``cli.py fit`` of one arm: the base config, the arm's layer, this seed's data (``start``: the policy's weights)."""
+        c, seed_dir = self.config, self.out / f"seed_{seed}"
+        layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
+        self._once(seed_dir / arm.name / "done", lambda: self._cli(
+            "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={val}",
+            f"--seed_everything={seed}", f"--data.init_args.train_path={train}", *start, *c.base_args,
+            *substitute(arm.args, values)))
 
     def _reference_columns(self, seed_dir: Path, starts: dict[str, Path], spec: dict, files: dict[str, Path]) -> tuple[Path, Path]:
         """``python -m lit_align.reference_columns`` with an extra start over the train pairs and the val pairs.
@@ -263,10 +268,7 @@ class Study:
         c, seed_dir = self.config, self.out / f"seed_{seed}"
         values = {"starts": str(self.starts_root)}
         for arm in c.arms:
-            layer = self._layer(seed_dir, arm.name, substitute(arm.config, values))
-            self._once(seed_dir / arm.name / "done", lambda arm=arm, layer=layer: self._cli(
-                "fit", "--overwrite=true", "--config", str(REPO / c.base), "--config", str(layer), f"--data.init_args.val_path={data['val']}",
-                f"--seed_everything={seed}", f"--data.init_args.train_path={data['train']}", *c.base_args, *substitute(arm.args, values)))
+            self._fit_arm(seed, arm, values, data["train"], data["val"])
         # the untuned model under the baseline arm's config (no checkpoint: the configured weights), then each arm
         evaluated = [("start", c.baseline, [])] + [(a.name, a.name, ["--ckpt_path", str(seed_dir / a.name / "checkpoints" / "last.ckpt")])
                                                     for a in c.arms]
