@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 import cli
-from benchmarks.studies.study import Study, StudyConfig, main, mcnemar
+from benchmarks.studies.report import mcnemar
+from benchmarks.studies.study import Study, StudyConfig, main
 from lit_align.data.sources import read_jsonl
 
 TINY_SFT = ["--model.model.init_args.hidden_size=32", "--model.model.init_args.num_layers=1",

@@ -91,7 +91,7 @@ def own_mistake_pairs(model_dir: Path, train: Path, target: Path, n: int) -> Pat
 
 def paired_verdicts(reference: Path, tuned: Path) -> tuple[int, int, float]:
     """Prompts the tuned model gets right and the reference wrong (and back), with McNemar's exact p."""
-    from benchmarks.studies.study import discordant, mcnemar, verdicts
+    from benchmarks.studies.report import discordant, mcnemar, verdicts
 
     fixed, broken = discordant(verdicts(reference), verdicts(tuned))
     return fixed, broken, mcnemar(fixed, broken)

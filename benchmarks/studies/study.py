@@ -44,7 +44,7 @@ from typing import Literal
 
 import yaml
 
-from benchmarks.studies.report import SUMMARY, discordant, markdown, mcnemar, plot, verdicts  # noqa: F401 (the demo's and tests' names)
+from benchmarks.studies.report import SUMMARY, discordant, markdown, mcnemar, plot, verdicts
 
 REPO = Path(__file__).resolve().parents[2]  # benchmarks/<group>/<file>
 
