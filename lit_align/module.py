@@ -11,7 +11,8 @@ from torch import nn
 
 from lit_align.batch import LossOutput, PreferenceBatch, SequenceLogps
 from lit_align.errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, check_number
-from lit_align.logprobs import final_logits, is_fsdp2, run_model, unwrap_causal_lm
+from lit_align.final_logits import final_logits, is_fsdp2, unwrap_causal_lm
+from lit_align.logprobs import run_model
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import ModelSource
 from lit_align.optim import build_optimizer
