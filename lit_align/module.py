@@ -286,22 +286,24 @@ class PreferenceModule(L.LightningModule):
         self.validation_step(batch, batch_idx)
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def rebuilt_reference_key(self, key: str) -> bool:
-        """Whether a state-dict key is a reference model's weight (``reference.model.*``, ``reference.ensemble.*``)."""
-        return key.startswith(tuple(f"reference.{name}." for name, _ in self.reference.named_children()))
+    def reference_model_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the reference models' weights (``reference.model.``, ``reference.ensemble.``)."""
+        return tuple(f"reference.{name}." for name, _ in self.reference.named_children())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A frozen reference is rebuilt from its source, so its weights stay out of checkpoints,
         # except sharded (DCP) ones, whose loader fails on keys left out.
         if not (self.reference.checkpoint_weights or self._device_mesh is not None):
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self.rebuilt_reference_key(k)}
+            models = self.reference_model_prefixes()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(models)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         upgrade_checkpoint(checkpoint)  # Lightning calls this before it loads the state dict
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not self.rebuilt_reference_key(k)]
+        models = self.reference_model_prefixes()  # a frozen reference's weights are rebuilt, not loaded
+        missing = [k for k in result.missing_keys if not k.startswith(models)]
         if strict and (missing or result.unexpected_keys):
             raise CheckpointMismatchError(f"checkpoint does not match the configured module (another model size or loss?): missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
         return result
