@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -228,7 +229,7 @@ class TinyModel(ModelSource):
         vocab_size: int | None = None,
         tie_word_embeddings: bool = True,
         rope_theta: float = 10000.0,
-        tokenizer: str = "byte",
+        tokenizer: Literal["byte", "word"] = "byte",
     ) -> None:
         """
         Args:
