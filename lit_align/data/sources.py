@@ -31,32 +31,61 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
             yield from _parquet(path)
         else:
             raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+    elif path.is_dir() and not is_saved_dataset(path):  # a dataset repository as published: data/<split>-*.parquet ...
+        yield from _load_dataset(source, split, f"{path}[{split}]")
     elif path.is_dir():
-        from datasets import load_from_disk
-
-        try:
-            dataset = load_from_disk(str(path))
-        except FileNotFoundError as err:  # a folder, but not one written by save_to_disk
-            raise DataError(f"{path}: a folder that is not a saved dataset (datasets.save_to_disk): {err}") from None
+        dataset = load_saved(path)
         if hasattr(dataset, "keys"):  # a DatasetDict
             if split not in dataset:
                 raise DataError(f"{path}: no split {split!r} (has {sorted(dataset.keys())})")
             dataset = dataset[split]
-        for i, row in enumerate(dataset):
+            path = f"{path}[{split}]"
+        for i, row in enumerate(dataset):  # a lone saved Dataset has no splits: its rows whatever the split
             yield f"{path}:row {i}", row
     elif "/" in source and not source.startswith((".", "/")) and not path.suffix:
-        from datasets import load_dataset
-
-        try:
-            dataset = load_dataset(source, split=split)
-        except (OSError, ValueError, ConnectionError) as err:  # offline, unknown name, no such split ...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise DataError(f"{source}: not a local file or folder, and not loadable as a dataset name "
-                            f"({type(err).__name__}: {first})") from None
-        for i, row in enumerate(dataset):
-            yield f"{source}[{split}]:row {i}", row
+        yield from _load_dataset(source, split, f"{source}[{split}]")
     else:
         raise DataError(f"{source}: no such file or directory")
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``save_to_disk`` (a DatasetDict or a Dataset), not a repository of data files."""
+    return any((path / name).is_file() for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def has_splits(source: str) -> bool:
+    """Whether ``source`` can hold named splits (a dataset folder or name), unlike a single file."""
+    return not Path(source).is_file()
+
+
+def _load_dataset(source: str, split: str, where: str) -> Iterator[tuple[str, Any]]:
+    """``datasets.load_dataset`` of a local dataset repository (its data files, split by name) or a hub name."""
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(source, split=split)
+    except (OSError, ValueError, ConnectionError, IndexError, KeyError) as err:  # offline, unknown name or split ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataError(f"{source}: not loadable as a dataset for split {split!r} ({type(err).__name__}: {first[:200]})") from None
+    for i, row in enumerate(dataset):
+        yield f"{where}:row {i}", row
+
+
+def load_saved(path: Path):
+    """``datasets.load_from_disk``, its failures as one line naming the folder (an empty split's folder
+    holds no data file, and datasets fails with an IndexError)."""
+    from datasets import load_from_disk
+
+    try:
+        return load_from_disk(str(path))
+    except FileNotFoundError as err:  # a folder, but not one written by save_to_disk
+        raise DataError(f"{path}: a folder that is not a saved dataset (datasets.save_to_disk): {err}") from None
+    except IndexError:
+        raise DataError(f"{path}: a saved dataset with an empty split (no rows, no data file); drop the split or "
+                        "fill it") from None
+    except (OSError, ValueError, KeyError) as err:  # a damaged dataset_info.json / state.json / arrow file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataError(f"{path}: not a readable saved dataset ({type(err).__name__}: {first[:200]})") from None
 
 
 def json_error(err: json.JSONDecodeError, text: str) -> str:
@@ -101,6 +130,9 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             except json.JSONDecodeError as err:
                 yield f"{path}:{line_no}", DataError(f"{path}:{line_no}: invalid JSON ({json_error(err, line)})")
                 continue
+            except (ValueError, RecursionError) as err:  # an integer past Python's 4300-digit limit, nesting too deep
+                yield f"{path}:{line_no}", DataError(f"{path}:{line_no}: unreadable JSON ({type(err).__name__}: {str(err)[:120]})")
+                continue
             yield f"{path}:{line_no}", row
 
 
@@ -123,6 +155,8 @@ def _json(path: Path) -> Iterator[tuple[str, Any]]:
         data = json.loads(decode_utf8(path.read_bytes(), path).removeprefix("\ufeff"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # an integer past Python's 4300-digit limit, nesting too deep
+        raise DataError(f"{path}: unreadable JSON ({type(err).__name__}: {str(err)[:120]})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lit_align.data.formats import TextPair
+from lit_align.data.sources import DataError
 
 
 @dataclass
@@ -29,22 +30,31 @@ class TokenizedPair:
     padding: bool = False  # a repeat an evaluation sampler added to even out ranks (weighs 0 in metrics)
 
 
-def _completion(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+def encode(tokenizer, text: str, where: str, key: str) -> list[int]:
+    """Token ids of ``text``; a tokenizer's failure on it (a character it cannot encode) names the row."""
+    try:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    except Exception as err:  # noqa: BLE001 - tokenizers raise TypeError / ValueError / their own, without the row
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataError(f"{where}: field {key!r}: the tokenizer failed on it ({type(err).__name__}: {first[:200]})") from None
+
+
+def _completion(tokenizer, text: str, where: str, key: str) -> list[int]:
+    ids = encode(tokenizer, text, where, key)
     if not ids or ids[-1] != tokenizer.eos_token_id:
         ids = ids + [tokenizer.eos_token_id]
     return ids
 
 
 def tokenize_pair(
-    pair: TextPair, tokenizer, index: int, max_length: int, max_prompt_length: int, counts: Counter
+    pair: TextPair, tokenizer, index: int, max_length: int, max_prompt_length: int, counts: Counter, where: str = "row"
 ) -> TokenizedPair | None:
     """Tokenise and truncate one pair; returns None (and counts why) when the pair must be dropped."""
-    prompt = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
+    prompt = encode(tokenizer, pair.prompt, where, "prompt")
     if tokenizer.bos_token_id is not None and not (prompt and prompt[0] == tokenizer.bos_token_id):
         if getattr(tokenizer, "add_bos_token", False):
             prompt = [tokenizer.bos_token_id] + prompt
-    chosen, rejected = _completion(tokenizer, pair.chosen), _completion(tokenizer, pair.rejected)
+    chosen, rejected = _completion(tokenizer, pair.chosen, where, "chosen"), _completion(tokenizer, pair.rejected, where, "rejected")
     if len(prompt) > max_prompt_length:
         prompt = prompt[-max_prompt_length:]
         counts["prompt_truncated"] += 1
