@@ -134,7 +134,7 @@ def test_collators_carry_the_flag(collator):
 
 def test_datamodule_marks_repeats_in_evaluation_only(data_dir):
     dm = PreferenceDataModule(train_path=str(data_dir / "val.jsonl"), val_path=str(data_dir / "val.jsonl"),
-                              batch_size=2, eval_batch_size=2, max_length=64, max_prompt_length=32)
+                              batch_size=2, eval_batch_size=2, max_length=64, max_prompt_length=32, allow_val_in_train=True)
     dm._tokenizer = TinyModel(**SHAPE).load_tokenizer
     dm.setup("fit")
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)  # rank 1 of 2: pairs 1, 3, 5 and a repeat of 0

@@ -236,7 +236,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.counts = {"train": sum_counts(self.train_parts, len(train)), **({"val": sum_counts(self.val_parts, len(val))} if val else {})}
         if self.val_fraction > 0:
             self.counts["train"]["held_out_for_val"] = len(val)
-        check_overlap(train, val, self.counts, self.allow_val_in_train)
+        check_overlap(train, val, self.counts, self.allow_val_in_train, ", ".join(p.label for p in self.val_parts) or "val_fraction")
         for split in (train, val):  # index = position in its split, so per-example caches can key on it
             for i, pair in enumerate(split):
                 pair.index = i

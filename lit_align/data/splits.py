@@ -70,7 +70,8 @@ def key(pair: TokenizedPair) -> tuple:
     return tuple(pair.prompt_ids), tuple(pair.chosen_ids), tuple(pair.rejected_ids)
 
 
-def check_overlap(train: list[TokenizedPair], val: list[TokenizedPair], counts: dict[str, Counter], allow: bool) -> None:
+def check_overlap(train: list[TokenizedPair], val: list[TokenizedPair], counts: dict[str, Counter], allow: bool,
+                  val_label: str = "validation data") -> None:
     """Count duplicate pairs within each split and validation pairs that are also training pairs; refuse
     validation data that is all training data (a copied or repeated file) unless ``allow``."""
     seen: set[tuple] = set()
@@ -85,8 +86,8 @@ def check_overlap(train: list[TokenizedPair], val: list[TokenizedPair], counts: 
         return
     shared = sum(key(p) in seen for p in val)
     if shared == len(val) and not allow:
-        raise DataError(f"every one of the {len(val)} validation pairs is also a training pair (is the validation data "
-                        "the training file?): validation metrics would be training metrics; give held-out data, or set "
+        raise DataError(f"{val_label}: every one of the {len(val)} validation pairs is also a training pair (is the "
+                        "validation data the training file?): validation metrics would be training metrics; give held-out data, or set "
                         "allow_val_in_train")
     if shared:
         counts["val"]["also_in_train"] = shared
