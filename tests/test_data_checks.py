@@ -166,18 +166,19 @@ def test_sources_from_yaml_dicts(tmp_path, tokenizer):
 
 def test_cli_reports_a_bad_row_before_the_model_is_built(tmp_path, capsys, monkeypatch):
     """cli.py fit: the data module is built (and its rows checked) before PreferenceModule, whose
-    construction loads the tokenizer (and, for a GGUF source, converts the model)."""
+    construction loads the tokenizer (for a GGUF source, converting the model first): neither happens."""
     import cli
     from benchmarks.demos.sort_task import write_task
-    from lit_align.module import PreferenceModule
+    from lit_align.models import TinyModel
     from tests.test_fit import fit_config
 
     data = write_task(tmp_path / "data", train=8, val=4, test=4)
     with open(data["train"], "a") as f:
         f.write(json.dumps({"prompt": [{"role": "narrator", "content": "x"}], "chosen": [], "rejected": []}) + "\n")
-    built_modules = []
-    monkeypatch.setattr(PreferenceModule, "configure_model", lambda self: built_modules.append(self))
+    loads = []
+    original = TinyModel.load_tokenizer
+    monkeypatch.setattr(TinyModel, "load_tokenizer", lambda self: loads.append(1) or original(self))
     rc = cli.run(["fit", "--config", str(fit_config(tmp_path, data))])
     err = capsys.readouterr().err
     assert rc == 1 and "train.jsonl:9: field 'prompt' message 0 has role 'narrator'" in err, err
-    assert not built_modules
+    assert not loads
