@@ -83,3 +83,24 @@ def test_any_file_loads_or_names_itself(tokenizer, raw, suffix):
             load(path, tokenizer)
         except DataError as err:
             assert "\n" not in str(err) and str(err).startswith(str(path)), str(err)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sizes=st.dictionaries(st.sampled_from(["train", "test", "train_prefs", "test_prefs"]), st.integers(0, 3), min_size=1, max_size=3),
+       train_split=st.sampled_from(["train", "train_prefs"]), val_split=st.sampled_from([None, "test", "test_prefs", "train"]))
+def test_any_saved_dataset_loads_or_names_itself(tokenizer, sizes, train_split, val_split):
+    """Saved DatasetDicts with empty, missing and repeated splits: loads, or one line naming the folder."""
+    import datasets
+
+    from lit_align.errors import UserError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "saved"
+        rows = lambda name, n: [{"prompt": f"{name} {i}", "chosen": "a", "rejected": "b"} for i in range(n)]  # noqa: E731
+        full = datasets.Dataset.from_list(rows("x", 1))
+        splits = {name: datasets.Dataset.from_list(rows(name, n)) if n else full.select([]) for name, n in sizes.items()}
+        datasets.DatasetDict(splits).save_to_disk(str(path))
+        try:
+            load(path, tokenizer, train_split=train_split, val_split=val_split)
+        except UserError as err:  # DataError (the files), ConfigError (val_split == train_split)
+            assert "\n" not in str(err) and (str(path) in str(err) or "val_split" in str(err)), str(err)

@@ -50,6 +50,7 @@ FORMATS = {  # TRL's preference formats (docs: dataset_formats), one row builder
     "conversational_with_scores": lambda q, good, bad, sc, sr, i: {
         "prompt": [user(q)], "chosen": [assistant(good)], "rejected": [assistant(bad)], "score_chosen": sc, "score_rejected": sr},
     "ultrafeedback_binarized": ultrafeedback,
+    "string_prompt_message_answers": lambda q, good, bad, sc, sr, i: {"prompt": q, "chosen": [assistant(good)], "rejected": [assistant(bad)]},
 }
 
 
@@ -84,6 +85,8 @@ def trl_texts(row: dict, tokenizer) -> tuple[str, str, str]:
     row = {k: v for k, v in row.items() if k in ("prompt", "chosen", "rejected")}
     if "prompt" not in row and not is_conversational(row):  # TRL cuts text at the first differing character;
         return None  # HH transcripts are cut at the last "\n\nAssistant:" here (test_data.py checks that)
+    if isinstance(row.get("prompt"), str) and isinstance(row["chosen"], list) and row["chosen"][0]["role"] == "assistant":
+        row = {**row, "prompt": [user(row["prompt"])]}  # TRL would extract an empty prompt; here it is the user turn
     row = maybe_extract_prompt(row)
     if is_conversational(row):
         out = apply_chat_template(row, tokenizer)

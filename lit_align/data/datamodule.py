@@ -241,6 +241,8 @@ class PreferenceDataModule(L.LightningDataModule):
             for i, pair in enumerate(split):
                 pair.index = i
         self.train_set, self.val_set = PairDataset(train), PairDataset(val) if val else None
+        for part in self.train_parts + self.val_parts:  # tokenised now: the checked texts are not needed again
+            part.rows = []
         self.report()
 
     def report(self) -> None:

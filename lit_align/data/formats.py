@@ -8,7 +8,8 @@ and types; docs/data-formats.md has an example row of each):
   ``{"role", "content"}`` messages; the completions start with the assistant's turn. Also a string
   ``prompt`` with ``chosen`` / ``rejected`` as whole conversations that begin with the user turn
   (HuggingFaceH4/ultrafeedback_binarized): as TRL does, the prompt is the messages chosen and rejected
-  share; the string must be that prefix's last user turn.
+  share; the string must be that prefix's last user turn. A string prompt beside completions that
+  start with the assistant's turn is that user turn.
 - implicit (no ``prompt`` key): ``chosen`` and ``rejected`` hold the whole dialogue. Strings (HH-RLHF
   transcripts): the prompt runs to the last assistant marker inside their shared prefix. Message
   lists: the prompt is the leading messages they share.
@@ -99,8 +100,10 @@ def _conversational(row: dict[str, Any], where: str) -> tuple[Any, Any, Any]:
     prompt = fields.require(row, "prompt", where)
     if isinstance(prompt, list):
         return fields.messages(prompt, "prompt", where), chosen, rejected
-    # a string prompt beside whole conversations (ultrafeedback_binarized): the shared messages are the prompt
     prompt = fields.text(prompt, "'prompt'", where)
+    if chosen and rejected and chosen[0]["role"] == rejected[0]["role"] == "assistant":  # the answers alone
+        return [{"role": "user", "content": prompt}], chosen, rejected
+    # a string prompt beside whole conversations (ultrafeedback_binarized): the shared messages are the prompt
     shared, chosen, rejected = _implicit_messages(chosen, rejected, where)
     users = [m["content"].strip() for m in shared if m["role"] == "user"]
     if not users or users[-1] != prompt.strip():

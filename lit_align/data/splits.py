@@ -21,7 +21,12 @@ def resolve_sources(train_path: str | None, train_split: str, val_path: str | No
     if sources:
         if train_path:
             raise ConfigError(f"give train_path ({train_path}) or sources, not both")
-        out = [s if isinstance(s, DataSource) else DataSource(**s) for s in sources]
+        out = []
+        for i, s in enumerate(sources):
+            try:
+                out.append(s if isinstance(s, DataSource) else DataSource(**s))
+            except TypeError as err:  # an unknown or missing key in a mapping given in code
+                raise ConfigError(f"sources[{i}]: {err} (keys: path, split, val_split, weight)") from None
         for i, s in enumerate(out):
             if s.val_split and not has_splits(s.path):
                 raise ConfigError(f"sources[{i}].val_split {s.val_split!r}: {s.path} is a single file, which has no splits")
