@@ -42,6 +42,7 @@ FORMATS = {  # TRL's preference formats (docs: dataset_formats), one row builder
     "standard_explicit": lambda q, good, bad, sc, sr, i: {"prompt": q, "chosen": good, "rejected": bad},
     "standard_implicit": lambda q, good, bad, sc, sr, i: {"chosen": f"\n\nHuman: {q}\n\nAssistant: {good}",
                                                           "rejected": f"\n\nHuman: {q}\n\nAssistant: {bad}"},
+    "standard_implicit_plain": lambda q, good, bad, sc, sr, i: {"chosen": f"Q: {q} A: {good}", "rejected": f"Q: {q} A: {bad}"},
     "conversational_explicit": lambda q, good, bad, sc, sr, i: {
         "prompt": [{"role": "system", "content": "Answer briefly."}, user(q)], "chosen": [assistant(good)], "rejected": [assistant(bad)]},
     "conversational_implicit": lambda q, good, bad, sc, sr, i: {
@@ -80,11 +81,13 @@ def store(kind: str, root: Path, splits: dict[str, list[dict]]) -> dict[str, str
 
 def trl_texts(row: dict, tokenizer) -> tuple[str, str, str]:
     """TRL's prompt / chosen / rejected texts for a row (its chosen keeps the template's end-of-turn)."""
-    from trl.data_utils import apply_chat_template, is_conversational, maybe_extract_prompt
+    from trl.data_utils import apply_chat_template, extract_prompt, is_conversational, maybe_extract_prompt
 
     row = {k: v for k, v in row.items() if k in ("prompt", "chosen", "rejected")}
-    if "prompt" not in row and not is_conversational(row):  # TRL cuts text at the first differing character;
+    if "prompt" not in row and "\n\nAssistant:" in row["chosen"]:  # TRL cuts text at the first differing character;
         return None  # HH transcripts are cut at the last "\n\nAssistant:" here (test_data.py checks that)
+    if "prompt" not in row and not is_conversational(row):  # text with no turns: TRL's own split, no template
+        return tuple(extract_prompt(row)[k] for k in ("prompt", "chosen", "rejected"))
     if isinstance(row.get("prompt"), str) and isinstance(row["chosen"], list) and row["chosen"][0]["role"] == "assistant":
         row = {**row, "prompt": [user(row["prompt"])]}  # TRL would extract an empty prompt; here it is the user turn
     row = maybe_extract_prompt(row)

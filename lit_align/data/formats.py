@@ -11,8 +11,8 @@ and types; docs/data-formats.md has an example row of each):
   share; the string must be that prefix's last user turn. A string prompt beside completions that
   start with the assistant's turn is that user turn.
 - implicit (no ``prompt`` key): ``chosen`` and ``rejected`` hold the whole dialogue. Strings (HH-RLHF
-  transcripts): the prompt runs to the last assistant marker inside their shared prefix. Message
-  lists: the prompt is the leading messages they share.
+  transcripts): the prompt runs to the last assistant marker inside their shared prefix; plain texts
+  with no marker: their shared prefix (as TRL). Message lists: the leading messages they share.
 Optional columns: ``score_chosen`` / ``score_rejected`` (ODPO-style offsets) and
 ``ref_chosen_logps`` / ``ref_rejected_logps`` (reference log-probs computed elsewhere). Other columns
 (``messages``, ``prompt_id`` ...) are ignored.
@@ -72,16 +72,26 @@ def why_format(row: dict[str, Any], fmt: str) -> str:
 
 
 def split_implicit(chosen: str, rejected: str, marker: str, where: str) -> tuple[str, str, str]:
-    """Prompt = the shared prefix up to and including its last ``marker`` (HH-RLHF's Assistant turn)."""
+    """Prompt = the shared prefix up to and including its last ``marker`` (HH-RLHF's Assistant turn).
+
+    Texts with no marker at all (TRL's standard implicit prompt, ``"The sky is blue."`` /
+    ``"The sky is green."``) split as TRL's ``extract_prompt`` does: the whole shared prefix, less a
+    space just before the difference, which goes to the completions.
+    """
     common = 0
     for a, b in zip(chosen, rejected):
         if a != b:
             break
         common += 1
     cut = chosen.rfind(marker, 0, common)  # the last marker lying wholly inside the shared prefix
-    if cut < 0:
+    if cut >= 0:
+        end = cut + len(marker)
+    elif marker and (marker in chosen or marker in rejected):  # a transcript whose turns diverge before an answer
         raise DataError(f"{where}: field 'chosen': chosen and rejected share no prefix ending in {marker!r}")
-    end = cut + len(marker)
+    else:
+        end = common - 1 if 0 < common < min(len(chosen), len(rejected)) and chosen[common - 1] == " " else common
+        if end == 0:
+            raise DataError(f"{where}: field 'chosen': chosen and rejected share no prefix, so there is no prompt")
     return chosen[:end], chosen[end:], rejected[end:]
 
 
