@@ -104,3 +104,34 @@ def test_any_saved_dataset_loads_or_names_itself(tokenizer, sizes, train_split, 
             load(path, tokenizer, train_split=train_split, val_split=val_split)
         except UserError as err:  # DataError (the files), ConfigError (val_split == train_split)
             assert "\n" not in str(err) and (str(path) in str(err) or "val_split" in str(err)), str(err)
+
+
+PLAIN = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=10)  # parquet stores valid Unicode only
+PARQUET_MESSAGE = st.fixed_dictionaries({"role": st.none() | st.sampled_from(["user", "assistant", "system", "tool", "bot"]),
+                                         "content": st.none() | PLAIN})
+PARQUET_COLUMN = st.sampled_from(["text", "messages", "number"])
+
+
+@SETTINGS
+@given(data=st.data(), kinds=st.fixed_dictionaries({k: PARQUET_COLUMN for k in ("prompt", "chosen", "rejected")}),
+       scores=st.booleans(), n=st.integers(1, 4))
+def test_any_parquet_table_loads_or_names_its_row(tokenizer, data, kinds, scores, n):
+    """Typed columns as a parquet file holds them: nulls, structs with null fields, lists of any length."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    value = {"text": st.none() | PLAIN, "messages": st.none() | st.lists(PARQUET_MESSAGE, max_size=3),
+             "number": st.none() | st.floats(allow_nan=True, allow_infinity=True)}
+    rows = []
+    for _ in range(n):
+        row = {k: data.draw(value[kind]) for k, kind in kinds.items()}
+        if scores:
+            row |= {"score_chosen": data.draw(value["number"]), "score_rejected": data.draw(value["number"])}
+        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        try:
+            load(path, tokenizer)
+        except DataError as err:
+            assert "\n" not in str(err) and str(err).startswith(f"{path}"), str(err)
