@@ -75,6 +75,15 @@ def load_policy_weights(module, hf_dir: str) -> None:
     module.policy.load_state_dict(exported.state_dict())
 
 
+def load_checkpoint_into(model: L.LightningModule, ckpt_path: str, weights_only: bool | None) -> dict:
+    """Build the module's models and load a single-file Lightning checkpoint into them; returns the checkpoint."""
+    model.configure_model()
+    checkpoint = load_checkpoint_file(ckpt_path, bool(weights_only))
+    model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
+
+
 def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights_only: bool | None) -> str | None:
     """Put the weights of ``ckpt_path`` (a Lightning checkpoint or an exported HF directory) into ``model``.
 
@@ -88,10 +97,7 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         # evaluate it: ModelParallelStrategy would load it itself, strictly and before any hook,
         # demanding the frozen reference's weights that such files leave out. (A sharded DCP
         # checkpoint folder has them and goes through the strategy.)
-        model.configure_model()
-        checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
-        model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
-        model.load_state_dict(checkpoint["state_dict"])
+        load_checkpoint_into(model, lightning_ckpt, weights_only)
         return None
     if is_hf_dir(ckpt_path):
         if model.model_source is None:  # no fit config: the HF directory is the whole model
