@@ -178,6 +178,7 @@ class AlignCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
+        lead_with_own_groups(parser)
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports a failed instantiation with the whole offending value (a task list with
@@ -224,6 +225,40 @@ class AlignCLI(LightningCLI):
         if subcommand:
             check_ckpt_path(self.config[subcommand].get("ckpt_path"), allow_hf=subcommand == "evaluate")
         super()._parse_ckpt_path()
+
+
+HELP_GROUPS = {
+    "model": "model: the policy's source, the loss and the reference strategy (lit_align.module.PreferenceModule)",
+    "data": "data: the preference pairs (a class_path; --data.help lit_align.data.PreferenceDataModule lists its options)",
+    "hf_export": "hf_export: the Hugging Face export at the end of fit (callbacks.HFExport)",
+    "checkpoint": "checkpoint: last.ckpt for resuming (Lightning's ModelCheckpoint)",
+    "trainer": "trainer: Lightning's Trainer (devices, strategy, precision, steps, validation, logger, callbacks)",
+}
+"""``--help`` sections, in this order after the general options, with these titles; LightningCLI adds the trainer
+first, and titles each group with its class's docstring (a DataModule's is Lightning's generic one)."""
+
+
+def lead_with_own_groups(parser: LightningArgumentParser) -> None:
+    """Put lit-align's groups (model, data, export, checkpoint) before Lightning's trainer in ``--help``.
+
+    argparse prints argument groups in the order of ``parser._action_groups``; only that order and the
+    titles change (parsing and the usage line do not depend on it). Groups added later (optimizer,
+    lr_scheduler) stay after these.
+    """
+    def key(group) -> str | None:
+        for action in group._group_actions:
+            head = action.dest.split(".")[0]
+            if head in HELP_GROUPS:
+                return head
+        return None
+
+    groups = parser._action_groups
+    own = {key(g): g for g in groups if key(g) is not None}
+    for name, group in own.items():
+        group.title = HELP_GROUPS[name]
+    rest = [g for g in groups if key(g) is None]
+    split = next((i + 1 for i, g in enumerate(rest) if g.title == "options"), len(rest))  # after the general options
+    parser._action_groups[:] = rest[:split] + [own[n] for n in HELP_GROUPS if n in own] + rest[split:]
 
 
 TRAINER_DEFAULTS = {
