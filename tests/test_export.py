@@ -182,3 +182,43 @@ def test_adapter_names_the_sources_reference_not_the_folder_it_was_loaded_from(t
     assert (saved["base_model_name_or_path"], saved["revision"]) == ("Org/Tiny-Base", "v1")
     assert module.policy.peft_config["default"].base_model_name_or_path == live
     assert "base_model: Org/Tiny-Base" in (target / "README.md").read_text()
+
+
+def test_merged_export_of_a_qlora_policy_is_refused_before_training(tmp_path):
+    from types import SimpleNamespace
+
+    from callbacks.hf_export import HFExport
+    from lit_align.errors import ConfigError
+    from lit_align.models import PretrainedModel
+    from lit_align.peft_config import LoraSource
+
+    module = SimpleNamespace(model_source=LoraSource(PretrainedModel("Org/M"), quantization="4bit"))
+    with pytest.raises(ConfigError, match="QLoRA policy .* cannot be merged"):
+        HFExport(merged=True).setup(None, module, "fit")
+    HFExport(merged=False).setup(None, module, "fit")  # the adapter alone is fine
+    HFExport(merged=True).setup(None, SimpleNamespace(model_source=LoraSource(PretrainedModel("Org/M"))), "fit")
+
+
+@pytest.mark.parametrize("case", ["hf folder", "sharded folder", "not empty"])
+def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, capsys):
+    import cli
+    from lit_align.models import save_tiny
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    if case == "hf folder":
+        save_tiny(ckpt, hidden_size=32, num_layers=1, num_heads=2)
+    elif case == "sharded folder":
+        ckpt.mkdir()
+        (ckpt / ".metadata").write_bytes(b"")
+    else:
+        ckpt = ckpt.with_suffix(".ckpt")
+        torch.save({"state_dict": {}}, ckpt)
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    model = ["--model.model", "lit_align.models.TinyModel"]
+    code = cli.run(["export", *model, "--ckpt_path", str(ckpt), "--output_dir", str(out)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    expected = {"hf folder": "exported Hugging Face folder, not a training checkpoint",
+                "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty"}[case]
+    assert code == 1 and len(errors) == 1 and expected in errors[0], errors
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
