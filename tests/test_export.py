@@ -84,6 +84,8 @@ def lora_run(tmp_path, sort_task, monkeypatch):
 
 @pytest.mark.slow
 def test_lora_fit_export_is_portable_carries_a_card_and_reloads_to_the_same_logits(lora_run, tmp_path):
+    from cli import main as cli_main
+
     run, logits, ids, data = lora_run
     hf = run / "hf"
     adapter_config = json.loads((hf / "adapter_config.json").read_text())
@@ -99,6 +101,16 @@ def test_lora_fit_export_is_portable_carries_a_card_and_reloads_to_the_same_logi
     assert torch.equal(reload_logits(hf, "adapter", ids, tmp_path), logits)
     merged = reload_logits(hf / "merged", "full", ids, tmp_path)
     torch.testing.assert_close(merged, logits, atol=1e-5, rtol=1e-5)  # merging rounds W + s*BA once
+
+    # cli.py evaluate reads the adapter folder as it reads the checkpoint (the fit's config names the base)
+    results = {}
+    for ckpt in (run / "checkpoints" / "last.ckpt", hf):
+        out = tmp_path / f"eval-{ckpt.name}"
+        cli_main(["evaluate", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt), "--output_dir", str(out)])
+        results[ckpt.name] = json.loads((out / "results.json").read_text())["metrics"]
+    assert results["hf"]["val/rewards/margins"] != 0.0
+    for key in ("val/loss", "val/rewards/margins", "val/logps/chosen"):
+        assert results["hf"][key] == pytest.approx(results["last.ckpt"][key], abs=1e-6), key
 
     # cli.py export from the checkpoint alone (the module rebuilt from its hyper-parameters) writes the same
     import cli
@@ -222,3 +234,31 @@ def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, c
                 "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty"}[case]
     assert code == 1 and len(errors) == 1 and expected in errors[0], errors
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_an_adapter_folder_that_does_not_match_the_configured_policy_is_refused(tmp_path):
+    """evaluate --ckpt_path <adapter folder>: another rank, other targets, or no LoRA policy at all: one line each."""
+    from lit_align.errors import UserError
+    from lit_align.models import TinyModel
+    from lit_align.module import PreferenceModule
+    from lit_align.peft_config import LoraSource
+    from lit_align.reference import AdapterDisabledReference
+    from lit_align.trainer import load_for_evaluation
+
+    tiny = dict(hidden_size=32, num_layers=1, num_heads=2)
+    saved = tmp_path / "adapter"
+    LoraSource(TinyModel(**tiny), r=4, target_modules=["q_proj"]).load_model().save_pretrained(saved)
+    cases = {
+        "size mismatch": LoraSource(TinyModel(**tiny), r=2, target_modules=["q_proj"]),
+        "missing weight": LoraSource(TinyModel(**tiny), r=4, target_modules=["q_proj", "v_proj"]),
+        "has none": TinyModel(**tiny),
+    }
+    for expected, source in cases.items():
+        reference = AdapterDisabledReference() if isinstance(source, LoraSource) else None
+        module = PreferenceModule(model=source, **({"reference": reference} if reference else {}))
+        with pytest.raises(UserError, match=expected):
+            load_for_evaluation(module, str(saved), None)
+    with pytest.raises(UserError, match="give the fit's config too"):
+        load_for_evaluation(PreferenceModule(model=None), str(saved), None)
+    good = PreferenceModule(model=LoraSource(TinyModel(**tiny), r=4, target_modules=["q_proj"]), reference=AdapterDisabledReference())
+    load_for_evaluation(good, str(saved), None)
