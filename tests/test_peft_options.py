@@ -129,3 +129,22 @@ def test_qlora_without_bitsandbytes_names_the_package(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     assert "bitsandbytes" in qlora_unsupported_reason()
+
+
+@pytest.mark.skipif(qlora_unsupported_reason() is not None, reason=f"QLoRA: {qlora_unsupported_reason()}")
+def test_qlora_loads_a_4bit_base_with_trainable_adapters(tmp_path):
+    """Where CUDA and bitsandbytes exist: the base's linear layers are 4-bit, only the adapters train, and a
+    forward / backward runs. (Not run on the CPU machines the suite usually runs on.)"""
+    import bitsandbytes as bnb
+
+    from lit_align.models import PretrainedModel, save_tiny
+
+    base_dir = save_tiny(tmp_path / "base", **BASE)
+    model = lora(base=PretrainedModel(str(base_dir), dtype="bfloat16"), quantization="4bit").load_model()
+    layers = adapted_layers(model)
+    assert layers and all(isinstance(m.base_layer, bnb.nn.Linear4bit) for m in layers.values())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ids = torch.randint(0, 250, (2, 8), device="cuda")
+    model.to("cuda")(ids).logits.float().sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
