@@ -56,7 +56,8 @@ def load_snippet(reference: dict, adapter: bool, merged: bool) -> str:
         lines[1:1] = ["from peft import PeftModel"]
         if reference.get("format") == "gguf":
             lines += [f"# the base is the GGUF file {name} (sha256 {reference.get('sha256')}), dequantized:",
-                      f'base = AutoModelForCausalLM.from_pretrained("DIR_OF_THE_FILE", gguf_file="{name}")']
+                      f'base = AutoModelForCausalLM.from_pretrained("DIR_OF_THE_FILE", gguf_file="{name}", '
+                      f'dtype="{reference.get("dtype") or "float32"}")']
         else:
             lines += [f'base = AutoModelForCausalLM.from_pretrained("{name}")']
         lines += ['model = PeftModel.from_pretrained(base, "THIS_FOLDER")']
