@@ -1,4 +1,4 @@
-"""lit-align command line: ``python cli.py {fit,validate,test,predict,evaluate} --config ...``.
+"""lit-align command line: ``python cli.py {fit,validate,test,predict,evaluate,export} --config ...``.
 
 Every component (model source, loss, reference strategy, data, callbacks, evaluation tasks) is
 injected by ``class_path`` in YAML; ``--print_config`` shows a complete, runnable config and
@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks.evaluation import evaluate_checkpoint
+from callbacks.hf_export import HFExport, export_checkpoint
 from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
@@ -113,6 +114,32 @@ class EvaluatingTrainer(AlignTrainer):
         # this signature and docstring are `cli.py evaluate --help`; the work is shared with PostFitEvaluation
         return evaluate_checkpoint(self, model, datamodule, ckpt_path, weights_only, tasks, output_dir)
 
+    def export(
+        self,
+        model: L.LightningModule,
+        ckpt_path: str,
+        output_dir: str,
+        merged: bool = False,
+        weights_only: bool | None = None,
+        datamodule: L.LightningDataModule | None = None,
+    ) -> Path:
+        """Export a Lightning checkpoint as a Hugging Face folder, as the fit's own ``hf/`` export is made.
+
+        The folder holds the model (or, for a LoRA policy, the adapter, whose ``base_model_name_or_path`` is the
+        base's own name: a hub name, a GGUF file's name), the tokenizer and a model card (README.md: base, training,
+        data, steps, final metrics and config, read from the checkpoint's run directory when it has them).
+
+        Args:
+            model: the PreferenceModule (from a fit's config.yaml, or rebuilt from the checkpoint's hyper-parameters).
+            ckpt_path: a single-file Lightning checkpoint (``<run>/checkpoints/last.ckpt``).
+            output_dir: the folder to write (new, or empty).
+            merged: with a LoRA policy, also write the full model with the adapter merged in (``<output_dir>/merged``).
+            weights_only: passed to ``torch.load``.
+            datamodule: not read (a fit's config.yaml brings its data section; the card takes the data paths from
+                the run's config.yaml).
+        """
+        return export_checkpoint(model, ckpt_path, output_dir, merged, weights_only)
+
 
 class UsageError(ConfigError):
     """The command line or a config file did not parse (jsonargparse's message, on one line)."""
@@ -140,14 +167,18 @@ class AlignCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}, "export": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # the end-of-fit Hugging Face export as a group of its own (--hf_export.merged true), not a default
+        # callback: one listed in trainer.callbacks as well would write hf/ twice
+        parser.add_lightning_class_args(HFExport, "hf_export")
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
+        lead_with_own_groups(parser)
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports a failed instantiation with the whole offending value (a task list with
@@ -162,6 +193,8 @@ class AlignCLI(LightningCLI):
         redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
 
     def instantiate_trainer(self, **kwargs):
+        if self.subcommand == "export":  # writes its output_dir only: no logger that could touch the fit's folder
+            kwargs["logger"] = False
         folder = EVALUATION_FOLDERS.get(self.subcommand)
         if folder is None:
             return super().instantiate_trainer(**kwargs)
@@ -194,6 +227,40 @@ class AlignCLI(LightningCLI):
         super()._parse_ckpt_path()
 
 
+HELP_GROUPS = {
+    "model": "model: the policy's source, the loss and the reference strategy (lit_align.module.PreferenceModule)",
+    "data": "data: the preference pairs (a class_path; --data.help lit_align.data.PreferenceDataModule lists its options)",
+    "hf_export": "hf_export: the Hugging Face export at the end of fit (callbacks.HFExport)",
+    "checkpoint": "checkpoint: last.ckpt for resuming (Lightning's ModelCheckpoint)",
+    "trainer": "trainer: Lightning's Trainer (devices, strategy, precision, steps, validation, logger, callbacks)",
+}
+"""``--help`` sections, in this order after the general options, with these titles; LightningCLI adds the trainer
+first, and titles each group with its class's docstring (a DataModule's is Lightning's generic one)."""
+
+
+def lead_with_own_groups(parser: LightningArgumentParser) -> None:
+    """Put lit-align's groups (model, data, export, checkpoint) before Lightning's trainer in ``--help``.
+
+    argparse prints argument groups in the order of ``parser._action_groups``; only that order and the
+    titles change (parsing and the usage line do not depend on it). Groups added later (optimizer,
+    lr_scheduler) stay after these.
+    """
+    def key(group) -> str | None:
+        for action in group._group_actions:
+            head = action.dest.split(".")[0]
+            if head in HELP_GROUPS:
+                return head
+        return None
+
+    groups = parser._action_groups
+    own = {key(g): g for g in groups if key(g) is not None}
+    for name, group in own.items():
+        group.title = HELP_GROUPS[name]
+    rest = [g for g in groups if key(g) is None]
+    split = next((i + 1 for i, g in enumerate(rest) if g.title == "options"), len(rest))  # after the general options
+    parser._action_groups[:] = rest[:split] + [own[n] for n in HELP_GROUPS if n in own] + rest[split:]
+
+
 TRAINER_DEFAULTS = {
     # The data module brings its own DistributedSampler (exact mid-epoch resume needs it unwrapped).
     "use_distributed_sampler": False,
@@ -202,11 +269,12 @@ TRAINER_DEFAULTS = {
 
 
 def default_callbacks() -> list:
-    """Always on (LightningCLI appends these to the config's callbacks): export, summary. (The
-    ModelCheckpoint is the ``checkpoint`` config group, see CHECKPOINT_DEFAULTS.)"""
-    from callbacks import HFExport, RunSummary
+    """Always on (LightningCLI appends these to the config's callbacks): the run summary. (The
+    ModelCheckpoint is the ``checkpoint`` config group, see CHECKPOINT_DEFAULTS; the HF export the
+    ``hf_export`` group, callbacks.HFExport.)"""
+    from callbacks import RunSummary
 
-    return [HFExport(), RunSummary()]
+    return [RunSummary()]
 
 
 def main(args: list[str] | None = None) -> AlignCLI:

@@ -17,8 +17,14 @@ from lit_align.errors import UserError
 from lit_align.models import PretrainedModel
 
 
+def is_adapter_dir(path: str | None) -> bool:
+    """A PEFT adapter folder (a LoRA run's ``hf/`` export)."""
+    return bool(path) and Path(path).is_dir() and (Path(path) / "adapter_config.json").is_file()
+
+
 def is_hf_dir(path: str | None) -> bool:
-    return bool(path) and Path(path).is_dir() and (Path(path) / "config.json").is_file()
+    """An exported Hugging Face folder: a full model (``config.json``) or a LoRA adapter."""
+    return bool(path) and Path(path).is_dir() and ((Path(path) / "config.json").is_file() or is_adapter_dir(path))
 
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
@@ -42,8 +48,10 @@ def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
         if is_hf_dir(str(path)):
             if allow_hf:
                 return
+            start = (f"lit_align.peft_config.LoraSource, adapter_path: {ckpt_path}" if is_adapter_dir(str(path))
+                     else f"lit_align.models.PretrainedModel, path: {ckpt_path}")
             raise UserError(f"ckpt_path {ckpt_path} is an exported Hugging Face folder, not a training checkpoint: "
-                            f"to start from its weights set the model (lit_align.models.PretrainedModel, path: {ckpt_path})")
+                            f"to start from its weights set the model ({start})")
         if any((path / marker).exists() for marker in (".metadata", "latest")):
             return
         raise UserError(f"ckpt_path {ckpt_path}: a folder that is neither a sharded checkpoint (no .metadata) "
@@ -75,6 +83,35 @@ def load_policy_weights(module, hf_dir: str) -> None:
     module.policy.load_state_dict(exported.state_dict())
 
 
+def load_adapter_weights(module, adapter_dir: str) -> None:
+    """Overwrite the LoRA policy's adapter weights (and saved modules) with those of an exported adapter folder."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    if not hasattr(module.policy, "peft_config"):
+        raise UserError(f"ckpt_path {adapter_dir} is a LoRA adapter, but the configured policy has none "
+                        "(give the fit's config: its model is a lit_align.peft_config.LoraSource)")
+    try:
+        result = set_peft_model_state_dict(module.policy, load_peft_weights(adapter_dir))
+    except RuntimeError as err:  # torch's size mismatch (another r): its first line names the weight
+        first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        raise UserError(f"ckpt_path {adapter_dir}: the adapter does not match the configured LoRA policy ({first})") from None
+    own = {k for k, _ in module.policy.named_parameters() if "lora_" in k or "modules_to_save" in k}
+    missing = sorted(k for k in result.missing_keys if k in own)
+    if result.unexpected_keys or missing:
+        wrong = (result.unexpected_keys or missing)[0]
+        raise UserError(f"ckpt_path {adapter_dir}: the adapter does not match the configured LoRA policy "
+                        f"({'unexpected' if result.unexpected_keys else 'missing'} weight {wrong}; same r, targets and options?)")
+
+
+def load_checkpoint_into(model: L.LightningModule, ckpt_path: str, weights_only: bool | None) -> dict:
+    """Build the module's models and load a single-file Lightning checkpoint into them; returns the checkpoint."""
+    model.configure_model()
+    checkpoint = load_checkpoint_file(ckpt_path, bool(weights_only))
+    model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
+
+
 def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights_only: bool | None) -> str | None:
     """Put the weights of ``ckpt_path`` (a Lightning checkpoint or an exported HF directory) into ``model``.
 
@@ -88,12 +125,15 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         # evaluate it: ModelParallelStrategy would load it itself, strictly and before any hook,
         # demanding the frozen reference's weights that such files leave out. (A sharded DCP
         # checkpoint folder has them and goes through the strategy.)
-        model.configure_model()
-        checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
-        model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
-        model.load_state_dict(checkpoint["state_dict"])
+        load_checkpoint_into(model, lightning_ckpt, weights_only)
         return None
-    if is_hf_dir(ckpt_path):
+    if is_adapter_dir(ckpt_path):
+        if model.model_source is None:
+            raise UserError(f"ckpt_path {ckpt_path} is a LoRA adapter: give the fit's config too "
+                            "(--config <run>/config.yaml), which names its base model")
+        model.configure_model()  # base and a fresh adapter from the config, reference too...
+        load_adapter_weights(model, ckpt_path)  # ...then the tuned adapter
+    elif is_hf_dir(ckpt_path):
         if model.model_source is None:  # no fit config: the HF directory is the whole model
             model.model_source = PretrainedModel(ckpt_path)
             model.tokenizer = model.model_source.load_tokenizer()

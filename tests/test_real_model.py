@@ -151,6 +151,13 @@ def test_recipe_fits_and_evaluates_on_the_real_model(smollm2, tmp_path, monkeypa
     cli.main(["fit", *common, "--trainer.max_steps=2"])
     run = tmp_path / "runs" / "smollm2" / "dpo"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "hf" / "adapter_config.json").is_file()
+    # the adapter names its base by the GGUF file (not the cache folder it was loaded from), the card by its sha256
+    import hashlib
+
+    gguf = Path(*SmolLM2().gguf_location())
+    adapter = json.loads((run / "hf" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == SmolLM2.FILE
+    assert hashlib.sha256(gguf.read_bytes()).hexdigest() in (run / "hf" / "README.md").read_text()
     cli.main(["evaluate", *common, "--trainer.limit_val_batches=1.0", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
               "--output_dir", str(tmp_path / "ev")])
     metrics = json.loads((tmp_path / "ev" / "results.json").read_text())["metrics"]

