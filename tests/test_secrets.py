@@ -62,7 +62,7 @@ def test_redaction_of_text_and_config_trees():
     from lit_align.redaction import is_env_var_name, redact, redact_text
 
     assert redact_text("http://user:KEY1@host:8/v1 and https://h/v1?x=1&api_key=KEY2&y=2") == \
-        "http://***@host:8/v1 and https://h/v1?x=1&api_key=***&y=2"
+        "http://***@host:8/v1 and https://h/v1?x=***&api_key=***&y=***"  # every query value
     assert redact_text("{'api_key': 'abc', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}") == \
         "{'api_key': '***', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}"
     assert redact_text("failed with " + "sk-" + "abcdefghijklmnopqrstu" + " and hf_" + "a1" * 17) == "failed with *** and ***"
