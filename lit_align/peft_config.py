@@ -51,6 +51,9 @@ class LoraSource(ModelSource):
                 apply).
             seed: Seed of the fresh adapter's initialisation (A random, B zero).
         """
+        from lit_align.models.limits import check_lora_settings
+
+        check_lora_settings(r, alpha, dropout, seed)
         self.base = base
         self.r = r
         self.alpha = alpha
@@ -69,6 +72,11 @@ class LoraSource(ModelSource):
 
                 raise UserError(f"adapter_path {self.adapter_path}: no adapter_config.json there (not a saved PEFT adapter folder)")
             return PeftModel.from_pretrained(model, self.adapter_path, is_trainable=True)
+        width = getattr(getattr(model, "config", None), "hidden_size", None)
+        if isinstance(width, int) and self.r > width:  # a rank above the layers' width adds parameters, not rank
+            from lit_align.errors import ConfigError
+
+            raise ConfigError(f"LoraSource: r ({self.r}) exceeds the base model's hidden_size ({width})")
         config = LoraConfig(
             r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules, task_type="CAUSAL_LM"
         )

@@ -15,6 +15,7 @@ from lit_align.data.formats import Format, to_text_pair
 from lit_align.data.sources import DataError, iter_rows
 from lit_align.data.tokenize import TokenizedPair, tokenize_pair
 from lit_align.errors import ConfigError, check_number
+from lit_align.finite import FiniteSettings
 
 
 def why_empty(counts: Counter, max_length: int, max_prompt_length: int) -> str:
@@ -60,7 +61,7 @@ class MarkedPaddingSampler(DistributedSampler):
             yield index, self.rank + k * self.num_replicas >= n
 
 
-class PreferenceDataModule(L.LightningDataModule):
+class PreferenceDataModule(FiniteSettings, L.LightningDataModule):
     """Preference pairs from local jsonl / json / parquet files, a saved dataset folder or a dataset name.
 
     The tokenizer comes from the attached ``PreferenceModule`` (so the two always agree) unless a
