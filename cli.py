@@ -11,7 +11,9 @@ the parser refuses). What counts as the input's fault: ``lit_align.errors.UserEr
 ``ConfigError`` ... raised where the problem is found, with its location in the message) and
 ``evals.base.EvalError`` (an evaluation input, or a task that failed: ``cli.py evaluate`` exits 1
 when results.json has ``complete: false``),
-``ValueError`` and ``OSError`` (missing / unreadable files), and ``KeyboardInterrupt`` (status 130).
+``ValueError`` and ``OSError`` (missing / unreadable files), Lightning's ``MisconfigurationException``
+(a setting it refuses once the data is known; those it refuses at construction are ``ConfigError``s,
+``lit_align.settings``), and ``KeyboardInterrupt`` (status 130).
 A ``ValueError`` / ``OSError`` that is not a ``UserError`` may come from a library, so its line
 also names the exception type and where it was raised. Anything else (``TypeError``,
 ``AttributeError``, a torch ``RuntimeError`` ...) is taken for a bug and keeps its traceback.
