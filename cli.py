@@ -43,9 +43,9 @@ from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.config_yaml import install as install_yaml_loader
 from lit_align.errors import ConfigError, UserError
+from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
-from lit_align.models.limits import check_model_fits_data
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
@@ -156,12 +156,12 @@ class AlignCLI(LightningCLI):
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
 
     def instantiate_classes(self) -> None:
-        # jsonargparse reports a failed instantiation with the whole offending value (a task list with
-        # its base_url, say): mask credentials and drop the chained original, which holds them too
         subcommand = self.config.get("subcommand")
         checkpoint = (self.config[subcommand] if subcommand else self.config).get("checkpoint")
         if checkpoint is not None:  # before Lightning's ModelCheckpoint refuses it with a traceback
             check_checkpoint_settings(dict(checkpoint))
+        # jsonargparse reports a failed instantiation with the whole offending value (a task list with
+        # its base_url, say): mask credentials and drop the chained original, which holds them too
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Any, Callable, Iterator, Mapping
 
 from lit_align.errors import ConfigError, check_number
@@ -60,7 +61,11 @@ def batches(positive: bool = False) -> Rule:
 
 def interval(key: str, value: Any) -> None:
     """``val_check_interval``: batches (int >= 1), a fraction of an epoch in (0, 1], or a time (a string / mapping)."""
-    if isinstance(value, (str, dict)) or type(value).__name__ == "timedelta":
+    if isinstance(value, str):
+        if not re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value.strip()):
+            raise ConfigError(f"{key} must be a number of batches, a fraction of an epoch or a time 'DD:HH:MM:SS', got {value!r}")
+        return
+    if isinstance(value, dict) or type(value).__name__ == "timedelta":
         return
     check_number(key, value, 0, low_open=True)
     if isinstance(value, float) and value > 1 and not value.is_integer():
@@ -69,6 +74,8 @@ def interval(key: str, value: Any) -> None:
 
 def devices(key: str, value: Any) -> None:
     """A count (>= 1, or -1 for every GPU), a device list or a string (``auto``, ``0,1``); bounded on CPU."""
+    if isinstance(value, str) and value.strip() != "auto" and not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*", value):
+        raise ConfigError(f"{key} must be a count, -1, 'auto' or GPU indices like '0,1', got {value!r}")
     if isinstance(value, (str, list, tuple)):
         return
     integer(1, -1)(key, value)
@@ -165,6 +172,10 @@ def check_trainer_settings(settings: Mapping[str, Any]) -> None:
         settings = {**settings, "devices": int(devices_)}
     check_settings("trainer", TRAINER_RULES, settings)
     check_accelerator(settings.get("accelerator"), settings.get("devices"))
+    indices = settings.get("devices")
+    if (isinstance(indices, (list, tuple)) or (isinstance(indices, str) and "," in indices)) and not has_gpu(settings.get("accelerator")):
+        raise ConfigError(f"trainer.devices {indices!r} lists GPU indices, and this run has no GPU "
+                          f"(accelerator {settings.get('accelerator') or 'auto'!r}); give a number of processes >= 1")
     if settings.get("devices") == -1 and not has_gpu(settings.get("accelerator")):
         raise ConfigError(f"trainer.devices -1 means every GPU, and this run has none (accelerator "
                           f"{settings.get('accelerator') or 'auto'!r}); give a number of processes >= 1")

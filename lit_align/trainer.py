@@ -6,6 +6,7 @@ Only the Lightning / torch side lives here: the evaluation suite (``evals``) is 
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -126,8 +127,6 @@ class AlignTrainer(L.Trainer):
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        import inspect
-
         from lit_align.settings import check_trainer_settings, lightning_refusals
 
         # every numeric setting checked first (one line naming it), and Lightning's own refusals translated

@@ -15,7 +15,6 @@ import inspect
 import math
 import types
 import typing
-from pathlib import Path
 
 import pytest
 

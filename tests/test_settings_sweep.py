@@ -118,6 +118,8 @@ CLI_CASES = {
     "val_check_interval 0": (["--trainer.val_check_interval", "0"], ["trainer.val_check_interval", "got 0"]),
     "limit_val_batches 1.5": (["--trainer.limit_val_batches", "1.5"], ["trainer.limit_val_batches", "1.5"]),
     "devices 0": (["--trainer.devices", "0"], ["trainer.devices", "got 0"]),
+    "devices text": (["--trainer.devices", "cuda"], ["trainer.devices", "'cuda'"]),
+    "val_check_interval text": (["--trainer.val_check_interval", "soon"], ["trainer.val_check_interval", "'soon'", "DD:HH:MM:SS"]),
     "num_nodes 4": (["--trainer.num_nodes", "4"], ["trainer.num_nodes 4", "multi-node"]),
     "every_n_train_steps -1": (["--checkpoint.every_n_train_steps", "-1"], ["checkpoint.every_n_train_steps", "-1"]),
     "save_top_k -2": (["--checkpoint.save_top_k", "-2"], ["checkpoint.save_top_k", "-2"]),
@@ -148,6 +150,13 @@ def test_command_line_refusals_are_one_line(name, case_dir, capsys):  # noqa: F8
 def test_a_gpu_accelerator_on_a_cpu_machine_is_one_line(accelerator, case_dir, capsys):  # noqa: F811
     rc, lines = run_cli(["fit", "--config", case_dir["config"], "--trainer.accelerator", accelerator], capsys)
     assert_one_line(rc, lines, f"trainer.accelerator '{accelerator}'", "no GPU", "accelerator: cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU")
+@pytest.mark.parametrize("devices", ["-1", "0,1", "[0, 1]"])
+def test_gpu_device_choices_on_a_cpu_machine_are_one_line(devices, case_dir, capsys):  # noqa: F811
+    rc, lines = run_cli(["fit", "--config", case_dir["config"], "--trainer.devices", devices], capsys)
+    assert_one_line(rc, lines, "trainer.devices", "GPU")
 
 
 def test_lightnings_own_refusal_during_fit_is_one_line(case_dir, tmp_path, capsys):  # noqa: F811
