@@ -332,13 +332,13 @@ def run(argv: list[str] | None = None) -> int:
     try:
         main(argv)
     except UsageError as err:
-        print(describe_error(err), file=sys.stderr, flush=True)
+        print(redact_text(describe_error(err)), file=sys.stderr, flush=True)  # it may quote a URL or a key
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
         return 130
     except (ValueError, OSError, MisconfigurationException) as err:  # UserError is a ValueError; Lightning's refusals mid-fit
-        print(describe_error(err), file=sys.stderr, flush=True)
+        print(redact_text(describe_error(err)), file=sys.stderr, flush=True)  # it may quote a URL or a key
         return 1
     return 0
 

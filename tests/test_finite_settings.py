@@ -69,6 +69,17 @@ def number_parameters(cls: type) -> dict[str, bool]:
 SWEEP = [(cls, name, is_list) for cls in classes() for name, is_list in number_parameters(cls).items()]
 
 
+def test_the_module_refuses_them_too():
+    """PreferenceModule (a LightningModule: its checks are check_number's, which refuse non-finite values)."""
+    from lit_align.module import PreferenceModule
+
+    for name, is_list in number_parameters(PreferenceModule).items():
+        for bad in (math.nan, math.inf, -math.inf):
+            value = (0.9, bad) if is_list else bad
+            with pytest.raises(ConfigError, match=name):
+                PreferenceModule(**{name: value})
+
+
 def test_the_sweep_covers_every_family():
     covered = {cls.__name__ for cls, _, _ in SWEEP}
     assert {"DPO", "MRPOReference", "MovingReference", "MultiReference", "PreferenceDataModule", "TinyModel", "LoraSource",

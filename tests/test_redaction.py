@@ -150,3 +150,15 @@ def test_a_judge_that_echoes_the_credentials_gets_them_masked_before_anything_is
         assert f"Bearer {env_key}" in sent and secrets[-1] in " ".join(sent)  # both did reach the endpoint
     cache = (tmp_path / "judge_cache.jsonl").read_text()
     assert cache.count("[[8]] headers:") == 2 and not [s for s in secrets if s in cache]
+
+
+def test_an_error_line_quoting_a_url_is_masked(monkeypatch, capsys):
+    import cli
+
+    def library(args):  # a library's ValueError that quotes the URL it was given
+        raise ValueError(f"cannot reach https://h.example/v1?x=1&sig={KEY}#frag")
+
+    monkeypatch.setattr(cli, "main", library)
+    assert cli.run(["fit"]) == 1
+    err = capsys.readouterr().err
+    assert KEY not in err and f"sig={MASK}" in err and "#frag" not in err

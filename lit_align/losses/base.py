@@ -36,7 +36,7 @@ def check_non_negative(name: str, value: float) -> float:
 
 
 def check_in_range(name: str, value: float, low: float, high: float, *, high_inclusive: bool = False) -> float:
-    ok = low <= value <= high if high_inclusive else low <= value < high
+    ok = math.isfinite(value) and (low <= value <= high if high_inclusive else low <= value < high)
     if not ok:
         bracket = "]" if high_inclusive else ")"
         raise ConfigError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
