@@ -28,6 +28,15 @@ from tests.test_cli_errors import assert_one_line, case_dir, run_cli  # noqa: F4
 VALUE_CLASSES = ("0", "-1", "nan", "inf", "huge")
 
 
+@pytest.fixture(autouse=True)
+def no_cluster_launch(monkeypatch):
+    """As a plain launch: a variable left by another test must not make num_nodes > 1 wait for other nodes."""
+    from lit_align.settings import CLUSTER_VARIABLES
+
+    for name in CLUSTER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 def value_of(kind: str, numeric: tuple[type, ...]) -> int | float:
     integer = int in numeric and float not in numeric
     return {"0": 0, "-1": -1, "nan": math.nan, "inf": math.inf, "huge": 10**12 if integer else 1e30}[kind]
