@@ -135,7 +135,8 @@ def _key_like_segment(segment: str) -> bool:
     if len(segment) > 32:
         return True
     digit_runs = len(re.findall(r"\d+", segment))
-    return len(segment) >= 8 and (digit_runs >= 2 or sum(c.isdigit() for c in segment) >= 4)
+    mixed = any(c.isalpha() for c in segment)  # (a date, 20240101, is a plausible part of a name)
+    return len(segment) >= 8 and mixed and (digit_runs >= 2 or sum(c.isdigit() for c in segment) >= 4)
 
 
 def is_env_var_name(value: str) -> bool:

@@ -85,7 +85,7 @@ def test_every_provider_prefix_is_masked_bare_and_in_context(provider):
 
 
 PLAUSIBLE = ("OPENAI_API_KEY", "FAKE_JUDGE_KEY", "my_judge_key_2", "AZURE_OPENAI_API_KEY", "GPT4_JUDGE_KEY", "S3_TOKEN",
-             "HF_TOKEN", "SHA256_SECRET", "JUDGE_KEY_2024")
+             "HF_TOKEN", "SHA256_SECRET", "JUDGE_KEY_2024", "MY_KEY_20240101", "AZURE_OPENAI_KEY_EASTUS2")
 NOT_NAMES = ("ABCD1234EFGH5678IJKL", "A1B2C3D4E5F6", "3F9A8B7C6D5E4F3A2B1C0D9E", "not a name", "key=1", "8RVT3MWX1LPK4SND",
              "Zq8RvT3mWx1LpK4sNd77", "", "X" * 65, "OPENAI_" + "AB12CD34EF")
 
