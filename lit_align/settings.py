@@ -36,8 +36,8 @@ def integer(low: int, *special: int, why: str = "", switch: bool = False) -> Rul
         try:
             check_number(key, value, low, integer=True)
         except ConfigError as err:
-            also = f" or {', '.join(map(str, special))}" if special else ""
-            raise ConfigError(f"{err}{' (' + also.removeprefix(' or ') + ' allowed)' if also else ''}{'; ' + why if why else ''}") from None
+            allowed = f" ({', '.join(map(str, special))} allowed)" if special else ""
+            raise ConfigError(f"{err}{allowed}{'; ' + why if why else ''}") from None
 
     return rule
 
