@@ -133,6 +133,7 @@ CLI_CASES = {
     "every_n_train_steps -1": (["--checkpoint.every_n_train_steps", "-1"], ["checkpoint.every_n_train_steps", "-1"]),
     "save_top_k -2": (["--checkpoint.save_top_k", "-2"], ["checkpoint.save_top_k", "-2"]),
     "every_n_epochs with the step default": (["--checkpoint.every_n_epochs", "1"], ["checkpoint.every_n_epochs", "set the other to null"]),
+    "checkpoint mode (Lightning's check)": (["--checkpoint.mode", "highest"], ["MisconfigurationException", "mode", "highest"]),
     "hidden_size 0": (["--model.model.init_args.hidden_size", "0"], ["TinyModel", "hidden_size", "got 0"]),
     "num_heads not dividing": (["--model.model.init_args.num_heads", "3"], ["TinyModel", "num_heads (3)", "hidden_size (32)"]),
     "odd head size": (["--model.model.init_args.num_heads", "32"], ["TinyModel", "must be even"]),
