@@ -11,7 +11,9 @@ the parser refuses). What counts as the input's fault: ``lit_align.errors.UserEr
 ``ConfigError`` ... raised where the problem is found, with its location in the message) and
 ``evals.base.EvalError`` (an evaluation input, or a task that failed: ``cli.py evaluate`` exits 1
 when results.json has ``complete: false``),
-``ValueError`` and ``OSError`` (missing / unreadable files), and ``KeyboardInterrupt`` (status 130).
+``ValueError`` and ``OSError`` (missing / unreadable files), Lightning's ``MisconfigurationException``
+(a setting it refuses once the data is known; those it refuses at construction are ``ConfigError``s,
+``lit_align.settings``), and ``KeyboardInterrupt`` (status 130).
 A ``ValueError`` / ``OSError`` that is not a ``UserError`` may come from a library, so its line
 also names the exception type and where it was raised. Anything else (``TypeError``,
 ``AttributeError``, a torch ``RuntimeError`` ...) is taken for a bug and keeps its traceback.
@@ -32,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -39,10 +42,13 @@ from callbacks.evaluation import evaluate_checkpoint
 from callbacks.hf_export import HFExport, export_checkpoint
 from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
+from lit_align.config_yaml import install as install_yaml_loader
 from lit_align.errors import ConfigError, UserError
+from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
+from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
@@ -181,6 +187,10 @@ class AlignCLI(LightningCLI):
         lead_with_own_groups(parser)
 
     def instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        checkpoint = (self.config[subcommand] if subcommand else self.config).get("checkpoint")
+        if checkpoint is not None:  # before Lightning's ModelCheckpoint refuses it with a traceback
+            check_checkpoint_settings(dict(checkpoint))
         # jsonargparse reports a failed instantiation with the whole offending value (a task list with
         # its base_url, say): mask credentials and drop the chained original, which holds them too
         try:
@@ -191,6 +201,12 @@ class AlignCLI(LightningCLI):
                 raise
             raise type(err)(message) from None
         redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
+        check_model_fits_data(getattr(self.model, "model_source", None), self.datamodule)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        if config.get("enable_checkpointing") is False:  # the checkpoint group's ModelCheckpoint is not wanted then
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs):
         if self.subcommand == "export":  # writes its output_dir only: no logger that could touch the fit's folder
@@ -278,6 +294,7 @@ def default_callbacks() -> list:
 
 
 def main(args: list[str] | None = None) -> AlignCLI:
+    install_yaml_loader()  # config files: a duplicate key is refused, a YAML error names its file
     return AlignCLI(
         PreferenceModule,
         None,  # data is an optional class_path group: evaluate can run without it
@@ -383,13 +400,13 @@ def run(argv: list[str] | None = None) -> int:
     try:
         main(argv)
     except UsageError as err:
-        print(describe_error(err), file=sys.stderr, flush=True)
+        print(redact_text(describe_error(err)), file=sys.stderr, flush=True)  # it may quote a URL or a key
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
         return 130
-    except (ValueError, OSError) as err:  # UserError is a ValueError
-        print(describe_error(err), file=sys.stderr, flush=True)
+    except (ValueError, OSError, MisconfigurationException) as err:  # UserError is a ValueError; Lightning's refusals mid-fit
+        print(redact_text(describe_error(err)), file=sys.stderr, flush=True)  # it may quote a URL or a key
         return 1
     return 0
 

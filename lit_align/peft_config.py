@@ -79,8 +79,9 @@ class LoraSource(ModelSource):
             quantization: "4bit": QLoRA, the base loaded in 4-bit NF4 by bitsandbytes (compute in the source's
                 dtype); needs a CUDA GPU, bitsandbytes and a PretrainedModel base, and is refused otherwise.
         """
-        if r < 1:
-            raise ConfigError(f"LoraSource r {r}: the rank must be at least 1")
+        from lit_align.models.limits import check_lora_settings
+
+        check_lora_settings(r, alpha, dropout, seed)
         if quantization is not None and not isinstance(base, PretrainedModel):
             raise ConfigError(f"LoraSource quantization {quantization!r}: a 4-bit base is loaded from pretrained weights "
                               f"(lit_align.models.PretrainedModel), not {type(base).__name__}")
@@ -133,6 +134,9 @@ class LoraSource(ModelSource):
             if not (Path(self.adapter_path) / "adapter_config.json").is_file():
                 raise UserError(f"adapter_path {self.adapter_path}: no adapter_config.json there (not a saved PEFT adapter folder)")
             return PeftModel.from_pretrained(model, self.adapter_path, is_trainable=True)
+        width = getattr(getattr(model, "config", None), "hidden_size", None)
+        if isinstance(width, int) and self.r > width:  # a rank above the layers' width adds parameters, not rank
+            raise ConfigError(f"LoraSource: r ({self.r}) exceeds the base model's hidden_size ({width})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return get_peft_model(model, self.lora_config())

@@ -6,6 +6,7 @@ Only the Lightning / torch side lives here: the evaluation suite (``evals``) is 
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -158,14 +159,20 @@ def quiet_trainer(**overrides) -> L.Trainer:
 
 
 class AlignTrainer(L.Trainer):
-    """A Lightning Trainer whose checkpoint files are written atomically.
+    """A Lightning Trainer whose settings are checked up front (``lit_align.settings``) and whose checkpoint
+    files are written atomically.
 
     ``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces the strategy's default ``TorchCheckpointIO``
     (a plugin given explicitly is kept). ``cli.py`` subclasses it with the ``evaluate`` subcommand.
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        from lit_align.settings import check_trainer_settings, lightning_refusals
+
+        # every numeric setting checked first (one line naming it), and Lightning's own refusals translated
+        check_trainer_settings(inspect.signature(L.Trainer.__init__).bind(self, *args, **kwargs).arguments)
+        with lightning_refusals("trainer"):
+            super().__init__(*args, **kwargs)
         from lightning.pytorch.plugins.io import TorchCheckpointIO
 
         from lit_align.checkpoint_io import AtomicCheckpointIO

@@ -3,7 +3,8 @@ metrics.csv, checkpoints, the HF export, results.json, judgments, caches), nor i
 while the key from the environment still reaches the judge endpoint.
 
 Planted: a key in the environment variable that ``api_key_env`` names; a key inside ``base_url``
-(``http://user:KEY@host``); a key written as ``api_key`` in a config; a key typed into ``api_key_env``.
+(``http://user:KEY@host``); a key written as ``api_key`` in a config; a key typed into ``api_key_env``;
+and a judge endpoint that echoes the Authorization headers it received in its replies.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_redaction_of_text_and_config_trees():
     from lit_align.redaction import is_env_var_name, redact, redact_text
 
     assert redact_text("http://user:KEY1@host:8/v1 and https://h/v1?x=1&api_key=KEY2&y=2") == \
-        "http://***@host:8/v1 and https://h/v1?x=1&api_key=***&y=2"
+        "http://***@host:8/v1 and https://h/v1?x=***&api_key=***&y=***"  # every query value
     assert redact_text("{'api_key': 'abc', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}") == \
         "{'api_key': '***', 'api_key_env': 'OPENAI_API_KEY', 'max_tokens': 5}"
     assert redact_text("failed with " + "sk-" + "abcdefghijklmnopqrstu" + " and hf_" + "a1" * 17) == "failed with *** and ***"
@@ -95,11 +96,15 @@ def test_planted_keys_are_in_no_file_of_the_run_and_in_no_output(tmp_path, monke
     monkeypatch.setenv("LIT_ALIGN_TEST_JUDGE_KEY", ENV_KEY)
     data = write_task(tmp_path / "data", train=16, val=4, test=4)
     with FakeOpenAIServer() as server:
+        # the endpoint echoes the credentials it received (the Authorization headers of this run) in its verdicts
+        server.fault = lambda body, n: ("content", f"Rating: [[5]] (headers seen: {sorted(server.authorization)})")
         url = server.base_url.replace("http://", f"http://judge:{URL_KEY}@")
         cli.main(["fit", "--config", str(fit_config(tmp_path, data, url))])
         run = tmp_path / "run"
         post_fit = (run / "eval" / "results.json").read_text()
         assert '"complete": true' in post_fit and '"base_url": "http://***@127.0.0.1' in post_fit
+        after_fit = set(server.authorization)
+        server.authorization.clear()  # (the evaluation's judge echoes its own credentials, not the fit's)
         tasks = tmp_path / "tasks.yaml"
         # evaluate with the plain URL: the environment's key is the bearer token
         tasks.write_text(yaml.safe_dump({"tasks": [mt_bench(server.base_url, api_key_env="LIT_ALIGN_TEST_JUDGE_KEY")]}))
@@ -107,7 +112,7 @@ def test_planted_keys_are_in_no_file_of_the_run_and_in_no_output(tmp_path, monke
                   "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
         assert (run / "eval" / "version_0" / "results.json").is_file()
         sent = server.count()
-        authorization = set(server.authorization)
+        authorization = after_fit | set(server.authorization)
 
         for judge, message in (({"api_key": CONFIG_KEY}, "api_key is not accepted"),
                                ({"api_key_env": TYPED_KEY}, "api_key_env must be the NAME")):
@@ -128,6 +133,8 @@ def test_planted_keys_are_in_no_file_of_the_run_and_in_no_output(tmp_path, monke
     # credentials as basic auth (post-fit; httpx sends userinfo that way, in place of the bearer token)
     basic = "Basic " + base64.b64encode(f"judge:{URL_KEY}".encode()).decode()
     assert authorization == {f"Bearer {ENV_KEY}", basic}
-    assert files_holding(run, PLANTED) == []  # (the test's own input files, outside the run, hold them)
+    assert files_holding(run, PLANTED + (basic.removeprefix("Basic "),)) == []  # (the test's own input files, outside the run, hold them)
+    judgments = [p.read_text() for p in run.rglob("judgments.jsonl")] + [p.read_text() for p in run.rglob("judge_cache.jsonl")]
+    assert len(judgments) == 4 and all("headers seen: [" in text and "***" in text for text in judgments)  # echoed, masked
     assert len(list(run.rglob("*"))) > 20  # config, hparams, metrics, checkpoint, export, two evaluations
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "hf" / "model.safetensors").is_file()

@@ -10,7 +10,9 @@ The API key is read from the environment variable *named* by ``api_key_env`` at 
 never stored on the object, in caches, results or logs. A key written in ``api_key`` or typed into
 ``api_key_env`` is refused without being echoed, and credentials inside ``base_url``
 (``http://user:KEY@host``, ``?api_key=KEY``) are sent to the endpoint but masked in ``describe()`` and
-in error messages (``lit_align.redaction``).
+in error messages (``lit_align.redaction``). The run's own credentials (the key's value, the URL's
+userinfo and query values) are masked in every reply before it is cached or returned, so an endpoint
+that echoes the Authorization header cannot put them into judge_cache.jsonl, judgments.jsonl or results.json.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Coroutine, TypeVar
 
 from evals.base import EvalError
 from evals.judge.cache import JudgeCache, request_key
-from lit_align.redaction import is_env_var_name, redact_text
+from lit_align.redaction import credentials, is_env_var_name, mask_values, redact_text
 
 T = TypeVar("T")
 
@@ -172,6 +174,14 @@ class JudgeClient:
         """Settings for results.json: credentials inside ``base_url`` are masked."""
         return {k: redact_text(v) if isinstance(v, str) else v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def _masked(self, reply: T) -> T:
+        """``reply`` (a JudgeResponse or a message) with this run's credentials and any URL secrets masked."""
+        secrets = credentials([self.api_key_env], [self.base_url])
+        if isinstance(reply, JudgeResponse):
+            reply.content, reply.top_logprobs, reply.error = mask_values([reply.content, reply.top_logprobs, reply.error], secrets)
+            return reply
+        return mask_values(reply, secrets)
+
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if not key:
@@ -226,19 +236,19 @@ class JudgeClient:
                 try:
                     stats.sent += 1
                     completion = await client.chat.completions.create(**body, timeout=self.timeout)
-                    answer = _response(completion, stats)
+                    answer = self._masked(_response(completion, stats))  # before it reaches any file
                     # stored (fsynced) as soon as it arrives: a kill loses only requests in flight
                     cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
                     return answer
                 except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                    error = redact_text(f"{type(err).__name__}: {err}")  # may quote the URL
+                    error = self._masked(f"{type(err).__name__}: {err}")  # may quote the URL
                 except openai.APIStatusError as err:
                     error = f"HTTP {err.status_code}: {type(err).__name__}"
                     if err.status_code != 429 and err.status_code < 500:
                         break  # 400/401/404 ... will not get better by asking again
                     retry_after = _retry_after(err)
                 except (openai.APIResponseValidationError, ValueError, IndexError, AttributeError) as err:
-                    error = redact_text(f"malformed response: {type(err).__name__}: {err}")
+                    error = self._masked(f"malformed response: {type(err).__name__}: {err}")
             if attempt < self.max_retries:
                 stats.retries += 1
                 await asyncio.sleep(self.backoff(attempt, retry_after))

@@ -17,6 +17,7 @@ from lit_align.data.splits import check_overlap, hold_out, mix, resolve_sources,
 from lit_align.data.sources import DataError
 from lit_align.data.tokenize import TokenizedPair
 from lit_align.errors import ConfigError, check_number
+from lit_align.finite import FiniteSettings
 
 
 def why_empty(counts: Counter, max_length: int, max_prompt_length: int) -> str:
@@ -62,7 +63,7 @@ class MarkedPaddingSampler(DistributedSampler):
             yield index, self.rank + k * self.num_replicas >= n
 
 
-class PreferenceDataModule(L.LightningDataModule):
+class PreferenceDataModule(FiniteSettings, L.LightningDataModule):
     """Preference pairs from local files, saved or published dataset folders, dataset names, or a weighted mix.
 
     Every row is read and checked when the module is built (before any tokenizer or model loads), so

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from lit_align.batch import LogpsRequest, LossOutput, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
+from lit_align.finite import FiniteSettings
 
 
 def check_positive(name: str, value: float) -> float:
@@ -35,7 +36,7 @@ def check_non_negative(name: str, value: float) -> float:
 
 
 def check_in_range(name: str, value: float, low: float, high: float, *, high_inclusive: bool = False) -> float:
-    ok = low <= value <= high if high_inclusive else low <= value < high
+    ok = math.isfinite(value) and (low <= value <= high if high_inclusive else low <= value < high)
     if not ok:
         bracket = "]" if high_inclusive else ")"
         raise ConfigError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
@@ -77,7 +78,7 @@ def all_reduce_sum(stats: Tensor) -> Tensor:
     return stats
 
 
-class PreferenceLoss(nn.Module):
+class PreferenceLoss(FiniteSettings, nn.Module):
     """Base class: one algorithm per subclass, hyper-parameters in ``__init__``, tensors in ``forward``."""
 
     requires_reference: bool = True
@@ -176,7 +177,7 @@ class Float64State(PreferenceLoss):
         return self
 
 
-class Divergence(nn.Module):
+class Divergence(FiniteSettings, nn.Module):
     """The score ``f'(u)`` of an f-divergence, applied to a log-ratio ``r = log u`` (Wang et al. 2023).
 
     f-DPO (arXiv 2309.16240) replaces the reverse-KL implicit reward ``beta * r`` with

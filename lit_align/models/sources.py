@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lit_align.errors import ConfigError, UserError
+from lit_align.finite import FiniteSettings
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "org/name" (or a bare legacy name); else a path
 
@@ -31,7 +32,7 @@ def resolve_dtype(name: str | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
-class ModelSource:
+class ModelSource(FiniteSettings):
     """Base class: something that can build a causal LM and its tokenizer."""
 
     def load_model(self, dtype: str | None = None) -> nn.Module:
@@ -102,6 +103,7 @@ class PretrainedModel(ModelSource):
             gguf_cache: Where a GGUF file's dense conversion is kept: a directory, "auto" ($LIT_ALIGN_CACHE/gguf,
                 default ~/.cache/lit_align/gguf) or null (dequantize the file on every load, write nothing).
         """
+        resolve_dtype(dtype)  # an unknown name is refused here, not when the weights load
         self.path = path
         self.dtype = dtype
         self.attn_implementation = attn_implementation
@@ -276,10 +278,13 @@ class TinyModel(ModelSource):
             tokenizer: "byte" (every byte a token) or "word" (the sort task's words, one token each: the same
                 text in another vocabulary, e.g. for a reference with another tokenizer); both use ChatML.
         """
+        from lit_align.models.limits import check_tiny_settings
         from lit_align.models.tiny_tokenizer import TOKENIZERS
 
         if tokenizer not in TOKENIZERS:
             raise ConfigError(f"unknown tokenizer {tokenizer!r}; choose one of {sorted(TOKENIZERS)}")
+        check_tiny_settings(hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings, seed,
+                            num_key_value_heads, vocab_size, rope_theta, tie_word_embeddings, dtype)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -305,20 +310,23 @@ class TinyModel(ModelSource):
             size, ids = len(tokenizer), {"eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
         if self.vocab_size is not None and self.vocab_size < size:
             raise ConfigError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's {size}")
-        return LlamaConfig(
-            vocab_size=self.vocab_size or size,
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_key_value_heads or self.num_heads,
-            max_position_embeddings=self.max_position_embeddings,
-            tie_word_embeddings=self.tie_word_embeddings,
-            rope_theta=self.rope_theta,
-            pad_token_id=ids["pad"],
-            eos_token_id=ids["eos"],
-            bos_token_id=None,
-        )
+        try:  # transformers' own checks of a setting: one line naming this source
+            return LlamaConfig(
+                vocab_size=self.vocab_size or size,
+                hidden_size=self.hidden_size,
+                intermediate_size=self.intermediate_size,
+                num_hidden_layers=self.num_layers,
+                num_attention_heads=self.num_heads,
+                num_key_value_heads=self.num_key_value_heads or self.num_heads,
+                max_position_embeddings=self.max_position_embeddings,
+                tie_word_embeddings=self.tie_word_embeddings,
+                rope_theta=self.rope_theta,
+                pad_token_id=ids["pad"],
+                eos_token_id=ids["eos"],
+                bos_token_id=None,
+            )
+        except ValueError as err:
+            raise ConfigError(f"TinyModel: {' '.join(str(err).split())}") from None
 
     def load_model(self, dtype: str | None = None) -> nn.Module:
         from transformers import LlamaForCausalLM

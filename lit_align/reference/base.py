@@ -23,6 +23,7 @@ from torch import nn
 
 from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
+from lit_align.finite import FiniteSettings
 from lit_align.logprobs import ModelPass
 from lit_align.models import ModelSource
 
@@ -53,7 +54,7 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-class ReferenceStrategy(nn.Module):
+class ReferenceStrategy(FiniteSettings, nn.Module):
     """Base class with no-op hooks; the class attributes say what the strategy can serve."""
 
     provides_logps: bool = True
