@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from callbacks.evaluation import evaluate_checkpoint
+from callbacks.training_monitor import TrainingMonitor
 from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
@@ -131,7 +132,18 @@ class OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error or debug_enabled():
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        raise UsageError(f"{one_line(message)} (options: {prog} --help)") from ex
+        raise UsageError(f"{one_line(message)}{usage_hint(message)} (options: {prog} --help)") from ex
+
+
+def usage_hint(message: str) -> str:
+    """A pointer for refusals with a known cause: LightningCLI's top-level optimizer keys, a missing package."""
+    if re.search(r"--optimizer|--lr_scheduler|'optimizer'|'lr_scheduler'", message):
+        return ("; the optimizer is model.optimizer and the scheduler model.scheduler (--model.optimizer torch.optim.SGD "
+                "--model.optimizer.momentum 0.9), see docs/training.md")
+    missing = re.search(r"No module named '([\w.]+)'", message)
+    if missing:
+        return f"; package {missing.group(1)!r} is not installed"
+    return ""
 
 
 class AlignCLI(LightningCLI):
@@ -144,6 +156,7 @@ class AlignCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(TrainingMonitor, "monitor")  # lr, grad norm, tokens/s, MFU (callbacks/training_monitor.py)
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
@@ -181,6 +194,19 @@ class AlignCLI(LightningCLI):
             kwargs["logger"] = CSVLogger(save_dir=str(target), name="", version="")
         return super().instantiate_trainer(**kwargs)
 
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        # The bar in optimizer steps (callbacks/progress.py) replaces Lightning's, unless bars are off
+        # (Lightning refuses a bar callback then) or the config brings a bar of its own.
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from callbacks import StepProgressBar
+
+        listed = config.get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in [*listed, *callbacks]):
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
         check_fit_dir(fit_dir(self.trainer), resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
@@ -198,6 +224,8 @@ TRAINER_DEFAULTS = {
     # The data module brings its own DistributedSampler (exact mid-epoch resume needs it unwrapped).
     "use_distributed_sampler": False,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "default"}},
+    # TRL's logging_steps: a short run shows its curve (each logging step costs one host sync)
+    "log_every_n_steps": 10,
 }
 
 
@@ -218,6 +246,11 @@ def main(args: list[str] | None = None) -> AlignCLI:
         save_config_callback=RedactingSaveConfig,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": default_callbacks()},
+        # The optimizer and scheduler are the module's own settings (model.optimizer, model.scheduler), built
+        # over its parameter groups: LightningCLI's top-level --optimizer / --lr_scheduler would bypass them.
+        auto_configure_optimizers=False,
+        # An explicit default, saved in config.yaml (Lightning's `true` seeds 0 anyway, warning "No seed found").
+        seed_everything_default=0,
         args=args,
     )
 
@@ -276,8 +309,10 @@ QUIET_WARNINGS = (
     r"'set_vital' is deprecated",
     r".*isinstance\(treespec, LeafSpec\)",
     r"Found \d+ module\(s\) in eval mode",  # the reference models, in eval mode on purpose
+    r"`is_gradient_checkpointing` is deprecated",  # PEFT reads transformers' deprecated alias when it wraps a model
+    r"Total length of `\w+` across ranks is zero",  # no validation data: a run without validation is a valid run
 )
-QUIET_LOG_LINES = ("💡 Tip: For seamless cloud logging",)
+QUIET_LOG_LINES = ("💡 Tip:",)  # Lightning's advertisements (cloud logging, cloud checkpoint uploads)
 
 
 class _DropLines(logging.Filter):
