@@ -1,7 +1,8 @@
 """Learning rate, gradient norm, throughput and MFU, logged every logging step.
 
 Logged as ``train/lr``, ``train/grad_norm`` (the total 2-norm of the policy's gradients after unscaling and
-BEFORE clipping: Lightning clips after ``on_before_optimizer_step``), ``train/tokens_per_s`` and
+BEFORE clipping: Lightning clips after ``on_before_optimizer_step``), ``train/tokens`` (real tokens
+of the policy's input rows so far, this rank; TRL's ``num_tokens``), ``train/tokens_per_s`` and
 ``train/mfu``. Everything is computed on logging steps only (``trainer.log_every_n_steps``) and
 kept on the device: Lightning's own logging of that step is the one host sync.
 
@@ -69,7 +70,7 @@ def device_peak_flops(trainer: L.Trainer, device: torch.device) -> float | None:
 
 
 class TrainingMonitor(L.Callback):
-    """Logs train/lr, train/grad_norm (before clipping), train/tokens_per_s and train/mfu every logging step."""
+    """Logs train/lr, train/grad_norm (before clipping), train/tokens, train/tokens_per_s and train/mfu every logging step."""
 
     def __init__(self, peak_flops: float | None = None, grad_norm: bool = True) -> None:
         """
@@ -81,7 +82,8 @@ class TrainingMonitor(L.Callback):
         """
         self.peak_flops = peak_flops
         self.grad_norm = grad_norm
-        self._tokens: torch.Tensor | None = None
+        self._tokens: torch.Tensor | None = None  # since the last logging step
+        self._seen: torch.Tensor | None = None  # since the start of the fit
         self._since = 0.0
         self._flops_per_token = 0.0
         self._peak: float | None = None
@@ -90,6 +92,7 @@ class TrainingMonitor(L.Callback):
         self._flops_per_token = flops_per_token(pl_module)
         self._peak = self.peak_flops if self.peak_flops is not None else device_peak_flops(trainer, pl_module.device)
         self._tokens = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        self._seen = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         self._since = time.perf_counter()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
@@ -109,6 +112,8 @@ class TrainingMonitor(L.Callback):
                 metrics["train/grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: DTensor
         now = time.perf_counter()
         rate = self._tokens / max(now - self._since, 1e-9)
+        self._seen += self._tokens
+        metrics["train/tokens"] = self._seen.clone()
         metrics["train/tokens_per_s"] = rate
         if self._peak:
             metrics["train/mfu"] = rate * self._flops_per_token / self._peak
