@@ -137,7 +137,7 @@ class OneLineErrorParser(LightningArgumentParser):
 
 def usage_hint(message: str) -> str:
     """A pointer for refusals with a known cause: LightningCLI's top-level optimizer keys, a missing package."""
-    if re.search(r"--optimizer|--lr_scheduler|'optimizer'|'lr_scheduler'", message):
+    if re.search(r"--optimizer|--lr_scheduler|'(optimizer|lr_scheduler)[.']", message):
         return ("; the optimizer is model.optimizer and the scheduler model.scheduler (--model.optimizer torch.optim.SGD "
                 "--model.optimizer.momentum 0.9), see docs/training.md")
     missing = re.search(r"No module named '([\w.]+)'", message)
