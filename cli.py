@@ -83,7 +83,23 @@ class RedactingSaveConfig(SaveConfigCallback):
             # an auto-numbered run (version_3) records its number, so that `evaluate --config <run>/config.yaml`
             # finds this run directory rather than the next free one
             logger.setdefault("init_args", {})["version"] = version
+        drop_per_group_settings(dumped)
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
+
+
+def drop_per_group_settings(config: dict) -> None:
+    """Leave the optimizer's lr / weight_decay out of a saved config: they are the class's defaults, unused.
+
+    model.lr and model.weight_decay are set on every parameter group (lit_align.optim); the module refuses any
+    other value in the optimizer's init_args, so what jsonargparse filled in there is only the class default,
+    which a reader of config.yaml would take for the rate the run used.
+    """
+    from lit_align.optim import SET_PER_GROUP
+
+    optimizer = (config.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("init_args"), dict):
+        for key in SET_PER_GROUP:
+            optimizer["init_args"].pop(key, None)
 
 
 class EvaluatingTrainer(AlignTrainer):

@@ -87,6 +87,7 @@ def test_optimizer_and_scheduler_by_class_path_run_the_fit(tmp_path, sort_task):
     assert [float(r["train/lr"]) for r in metrics(tmp_path) if r["train/lr"]] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
     assert saved["optimizer"]["class_path"] == "torch.optim.SGD" and saved["optimizer"]["init_args"]["momentum"] == 0.9
+    assert not {"lr", "weight_decay"} & set(saved["optimizer"]["init_args"])  # SGD's defaults, unused: model.lr is the rate
     assert saved["scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
 
 
@@ -132,3 +133,22 @@ def test_a_normal_run_prints_no_noise_and_a_bar_in_optimizer_steps(tmp_path, sor
     assert bar and "4/4" in bar[-1], bar  # 4 optimizer steps of max_steps 4 (8 batches)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["seed_everything"] == 0  # the seed the run used is recorded
+
+
+@pytest.mark.slow
+def test_the_shipped_logger_list_writes_csv_and_tensorboard(tmp_path, sort_task):
+    """configs/loggers/tensorboard.yaml layered over a fit: metrics.csv and TensorBoard events, both with train/lr."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    layer = yaml.safe_load((REPO / "configs" / "loggers" / "tensorboard.yaml").read_text())
+    for logger in layer["trainer"]["logger"]:
+        logger["init_args"].update(save_dir=str(tmp_path), name="run")
+    (tmp_path / "loggers.yaml").write_text(yaml.safe_dump(layer))
+    config = write_config(tmp_path, sort_task, val=False)
+    cli.main(["fit", "--config", str(config), "--config", str(tmp_path / "loggers.yaml"), "--trainer.log_every_n_steps", "2"])
+    assert [int(r["step"]) for r in metrics(tmp_path) if r.get("train/lr")] == [1, 3]
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/lr")] == [1, 3]
+    assert {"train/loss", "train/grad_norm", "train/tokens_per_s"} <= set(events.Tags()["scalars"])
