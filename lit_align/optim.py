@@ -106,8 +106,9 @@ def is_decayed(name: str, param: nn.Parameter) -> bool:
 def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
     """Trainable parameters in two groups: decayed matrices, and biases / norm scales at weight decay 0.
 
-    An empty group is left out (a LoRA policy has no trainable 1-d tensor); with ``lr`` each group
-    carries it, which every torch optimizer reads before its own default.
+    Both groups are kept even when one is empty (a LoRA policy has no trainable 1-d tensor): checkpoints
+    hold the optimizer state per group, and a run must resume from those written before. With ``lr``
+    each group carries it, which every torch optimizer reads before its own default.
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -117,7 +118,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None)
     if lr is not None:
         for group in groups:
             group["lr"] = lr
-    return [g for g in groups if g["params"]]
+    return groups
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -167,7 +168,7 @@ def build_optimizer(model: nn.Module, total_steps: float, lr: float, weight_deca
     cls, _ = factory_target(factory)
     _check_device(cls, model)
     groups = param_groups(model, weight_decay, lr)
-    if not groups:
+    if not any(g["params"] for g in groups):
         raise ConfigError("the policy has no trainable parameter (all requires_grad=False): nothing to optimise")
     built = factory(groups, **({"betas": tuple(betas)} if betas is not None else {}))
     if scheduler is not None:

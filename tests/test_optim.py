@@ -244,3 +244,22 @@ def test_bitsandbytes_on_cpu_is_refused_in_one_line(tiny_source, monkeypatch):
     module = make_module(tiny_source, optimizer=AdamW8bit)
     with pytest.raises(ConfigError, match=r"AdamW8bit: bitsandbytes' 8-bit optimizers need the parameters on a CUDA device, these are on cpu"):
         configured(module)
+
+
+def test_lora_keeps_both_groups_so_older_checkpoints_resume(tiny_source):
+    """A LoRA policy has no trainable 1-d tensor: the empty no-decay group stays (optimizer states are per group)."""
+    from lit_align.peft_config import LoraSource
+
+    module = make_module(LoraSource(tiny_source, r=2), weight_decay=0.1)
+    optimizer, _ = configured(module)
+    assert [len(g["params"]) > 0 for g in optimizer.param_groups] == [True, False]
+    trainable = sum(p.numel() for p in module.policy.parameters() if p.requires_grad)
+    assert sum(p.numel() for p in optimizer.param_groups[0]["params"]) == trainable
+
+
+def test_a_policy_with_nothing_to_train_is_refused(tiny_source):
+    module = make_module(tiny_source)
+    module.configure_model()
+    module.policy.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameter"):
+        configured(module)
