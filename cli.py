@@ -148,7 +148,7 @@ class OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error or debug_enabled():
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        raise UsageError(f"{one_line(message)}{usage_hint(message)} (options: {prog} --help)") from ex
+        raise UsageError(f"{concise(one_line(message))}{usage_hint(message)} (options: {prog} --help)") from ex
 
 
 def usage_hint(message: str) -> str:
@@ -156,10 +156,21 @@ def usage_hint(message: str) -> str:
     if re.search(r"--optimizer|--lr_scheduler|'(optimizer|lr_scheduler)[.']", message):
         return ("; the optimizer is model.optimizer and the scheduler model.scheduler (--model.optimizer torch.optim.SGD "
                 "--model.optimizer.momentum 0.9), see docs/training.md")
-    missing = re.search(r"No module named '([\w.]+)'", message)
-    if missing:
-        return f"; package {missing.group(1)!r} is not installed"
     return ""
+
+
+def concise(message: str) -> str:
+    """jsonargparse's refusal of a class_path whose package is missing, as one short sentence (else as it is).
+
+    It lists every type of the union it tried ("Does not validate against any of the Union subtypes ...")
+    around the one fact that matters: the import failed.
+    """
+    missing = re.search(r"No module named '([\w.]+)'", message)
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    value = re.search(r"Given value: (\S+)", message)
+    if not (missing and key and value):
+        return message
+    return f"{key.group(1)} = {value.group(1)} cannot be imported: package {missing.group(1)!r} is not installed"
 
 
 class AlignCLI(LightningCLI):

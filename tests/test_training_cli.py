@@ -65,6 +65,23 @@ def test_lightning_top_level_optimizer_keys_are_refused_with_a_pointer(tmp_path,
     assert "the optimizer is model.optimizer and the scheduler model.scheduler" in err
 
 
+@pytest.mark.parametrize("key", ["model.optimizer", "model.scheduler"])
+def test_a_class_path_from_a_missing_package_is_one_short_line(tmp_path, sort_task, capsys, key):
+    """bitsandbytes' 8-bit AdamW where bitsandbytes is not installed (a package name that cannot exist for the scheduler)."""
+    import importlib.util
+
+    value = "bitsandbytes.optim.AdamW8bit" if key == "model.optimizer" else "no_such_package_x.StepLR"
+    if importlib.util.find_spec(value.split(".")[0]) is not None:
+        pytest.skip(f"{value.split('.')[0]} is installed here")
+    config = write_config(tmp_path, sort_task)
+    capsys.readouterr()
+    assert cli.run(["fit", "--config", str(config), f"--{key}", value]) == 2
+    (err,) = error_lines(capsys)
+    package = value.split(".")[0]
+    assert err.startswith(f"error: {key} = {value} cannot be imported: package '{package}' is not installed"), err
+    assert len(err) < 200, err
+
+
 def test_an_optimizer_init_arg_that_the_groups_override_is_refused_on_the_command_line(tmp_path, sort_task, capsys):
     config = write_config(tmp_path, sort_task)
     capsys.readouterr()
