@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Literal
 
@@ -118,8 +119,9 @@ class PreferenceModule(L.LightningModule):
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
         check_optimizer(self.optimizer_factory, self.lr, self.weight_decay, self.betas)
-        builtin = {"warmup_steps": 0.1, "schedule": "cosine", "min_lr_ratio": 0.0}  # the defaults above
-        check_scheduler(self.scheduler_factory, [k for k, v in builtin.items() if getattr(self, k) != v])
+        defaults = inspect.signature(PreferenceModule.__init__).parameters  # the built-in schedule's settings
+        changed = [k for k in ("warmup_steps", "schedule", "min_lr_ratio") if getattr(self, k) != defaults[k].default]
+        check_scheduler(self.scheduler_factory, changed)
 
     # --- building -------------------------------------------------------------------------------
     def configure_model(self) -> None:
