@@ -40,6 +40,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from callbacks.evaluation import evaluate_checkpoint
 from callbacks.hf_export import HFExport, export_checkpoint
+from callbacks.training_monitor import TrainingMonitor
 from evals.base import EvalError, EvalTask
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.config_yaml import install as install_yaml_loader
@@ -89,7 +90,23 @@ class RedactingSaveConfig(SaveConfigCallback):
             # an auto-numbered run (version_3) records its number, so that `evaluate --config <run>/config.yaml`
             # finds this run directory rather than the next free one
             logger.setdefault("init_args", {})["version"] = version
+        drop_per_group_settings(dumped)
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
+
+
+def drop_per_group_settings(config: dict) -> None:
+    """Leave the optimizer's lr / weight_decay out of a saved config: they are the class's defaults, unused.
+
+    model.lr and model.weight_decay are set on every parameter group (lit_align.optim); the module refuses any
+    other value in the optimizer's init_args, so what jsonargparse filled in there is only the class default,
+    which a reader of config.yaml would take for the rate the run used.
+    """
+    from lit_align.optim import SET_PER_GROUP
+
+    optimizer = (config.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("init_args"), dict):
+        for key in SET_PER_GROUP:
+            optimizer["init_args"].pop(key, None)
 
 
 class EvaluatingTrainer(AlignTrainer):
@@ -164,7 +181,29 @@ class OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error or debug_enabled():
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        raise UsageError(f"{one_line(message)} (options: {prog} --help)") from ex
+        raise UsageError(f"{concise(one_line(message))}{usage_hint(message)} (options: {prog} --help)") from ex
+
+
+def usage_hint(message: str) -> str:
+    """A pointer for refusals with a known cause: LightningCLI's top-level optimizer keys, a missing package."""
+    if re.search(r"--optimizer|--lr_scheduler|'(optimizer|lr_scheduler)[.']", message):
+        return ("; the optimizer is model.optimizer and the scheduler model.scheduler (--model.optimizer torch.optim.SGD "
+                "--model.optimizer.momentum 0.9), see docs/training.md")
+    return ""
+
+
+def concise(message: str) -> str:
+    """jsonargparse's refusal of a class_path whose package is missing, as one short sentence (else as it is).
+
+    It lists every type of the union it tried ("Does not validate against any of the Union subtypes ...")
+    around the one fact that matters: the import failed.
+    """
+    missing = re.search(r"No module named '([\w.]+)'", message)
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    value = re.search(r"Given value: (\S+)", message)
+    if not (missing and key and value):
+        return message
+    return f"{key.group(1)} = {value.group(1)} cannot be imported: package {missing.group(1)!r} is not installed"
 
 
 class AlignCLI(LightningCLI):
@@ -180,6 +219,7 @@ class AlignCLI(LightningCLI):
         # the end-of-fit Hugging Face export as a group of its own (--hf_export.merged true), not a default
         # callback: one listed in trainer.callbacks as well would write hf/ twice
         parser.add_lightning_class_args(HFExport, "hf_export")
+        parser.add_lightning_class_args(TrainingMonitor, "monitor")  # lr, grad norm, tokens/s, MFU (callbacks/training_monitor.py)
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
@@ -203,11 +243,6 @@ class AlignCLI(LightningCLI):
         redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
         check_model_fits_data(getattr(self.model, "model_source", None), self.datamodule)
 
-    def _instantiate_trainer(self, config: dict, callbacks: list):
-        if config.get("enable_checkpointing") is False:  # the checkpoint group's ModelCheckpoint is not wanted then
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        return super()._instantiate_trainer(config, callbacks)
-
     def instantiate_trainer(self, **kwargs):
         if self.subcommand == "export":  # writes its output_dir only: no logger that could touch the fit's folder
             kwargs["logger"] = False
@@ -229,6 +264,21 @@ class AlignCLI(LightningCLI):
         else:
             kwargs["logger"] = CSVLogger(save_dir=str(target), name="", version="")
         return super().instantiate_trainer(**kwargs)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        # The bar in optimizer steps (callbacks/progress.py) replaces Lightning's, unless bars are off
+        # (Lightning refuses a bar callback then) or the config brings a bar of its own.
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from callbacks import StepProgressBar
+
+        if config.get("enable_checkpointing") is False:  # the checkpoint group's ModelCheckpoint is not wanted then
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        listed = config.get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in [*listed, *callbacks]):
+            callbacks = [*callbacks, StepProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
@@ -281,6 +331,8 @@ TRAINER_DEFAULTS = {
     # The data module brings its own DistributedSampler (exact mid-epoch resume needs it unwrapped).
     "use_distributed_sampler": False,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "default"}},
+    # TRL's logging_steps: a short run shows its curve (each logging step costs one host sync)
+    "log_every_n_steps": 10,
 }
 
 
@@ -303,6 +355,11 @@ def main(args: list[str] | None = None) -> AlignCLI:
         save_config_callback=RedactingSaveConfig,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": default_callbacks()},
+        # The optimizer and scheduler are the module's own settings (model.optimizer, model.scheduler), built
+        # over its parameter groups: LightningCLI's top-level --optimizer / --lr_scheduler would bypass them.
+        auto_configure_optimizers=False,
+        # An explicit default, saved in config.yaml (Lightning's `true` seeds 0 anyway, warning "No seed found").
+        seed_everything_default=0,
         args=args,
     )
 
@@ -361,8 +418,10 @@ QUIET_WARNINGS = (
     r"'set_vital' is deprecated",
     r".*isinstance\(treespec, LeafSpec\)",
     r"Found \d+ module\(s\) in eval mode",  # the reference models, in eval mode on purpose
+    r"`is_gradient_checkpointing` is deprecated",  # PEFT reads transformers' deprecated alias when it wraps a model
+    r"Total length of `\w+` across ranks is zero",  # no validation data: a run without validation is a valid run
 )
-QUIET_LOG_LINES = ("💡 Tip: For seamless cloud logging",)
+QUIET_LOG_LINES = ("💡 Tip:",)  # Lightning's advertisements (cloud logging, cloud checkpoint uploads)
 
 
 class _DropLines(logging.Filter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Literal
 
@@ -15,7 +16,7 @@ from lit_align.final_logits import final_logits, is_fsdp2, unwrap_causal_lm
 from lit_align.logprobs import run_model
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import ModelSource
-from lit_align.optim import build_optimizer
+from lit_align.optim import OptimizerFactory, SchedulerFactory, build_optimizer, check_optimizer, check_scheduler
 from lit_align.reference import FrozenReference, ReferenceStrategy
 from lit_align.reference.base import ReferenceContext, ReferenceData, check_compatible
 
@@ -37,13 +38,15 @@ class PreferenceModule(L.LightningModule):
         reference: ReferenceStrategy | None = None,
         lr: float = 5e-6,
         weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] | None = None,
         warmup_steps: int | float = 0.1,
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
         min_lr_ratio: float = 0.0,
         activation_checkpointing: bool = False,
         logps_chunk_size: int | None = 1024,
         compile: bool = False,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
         """
         Args:
@@ -53,12 +56,14 @@ class PreferenceModule(L.LightningModule):
             loss: The loss (one module; sum several with ``lit_align.losses.WeightedLoss``). Default: DPO, beta
                 0.1.
             reference: Reference strategy. Default: a frozen copy of the policy's starting weights.
-            lr: Peak learning rate of AdamW.
-            weight_decay: AdamW weight decay (not applied to biases and norms).
-            betas: AdamW betas.
-            warmup_steps: Linear warmup: optimizer steps if >= 1, else a fraction of all steps.
-            schedule: Decay after warmup: cosine, linear or constant.
-            min_lr_ratio: Final learning rate as a fraction of the peak.
+            lr: Peak learning rate of the optimizer (AdamW by default), set on every parameter group.
+            weight_decay: Weight decay of the optimizer's matrices; never applied to biases and norm scales.
+            betas: Adam-family betas (beta1, beta2) passed to the optimizer; null: the optimizer's own
+                (AdamW: 0.9, 0.999).
+            warmup_steps: Linear warmup of the built-in schedule: optimizer steps if >= 1, else a fraction of
+                all optimizer steps.
+            schedule: Decay of the built-in schedule after warmup: cosine, linear or constant.
+            min_lr_ratio: Final learning rate of the built-in schedule as a fraction of the peak.
             activation_checkpointing: Recompute decoder-layer activations in the backward pass (less memory,
                 about 30% slower).
             logps_chunk_size: Sequence positions per lm_head chunk in the log-prob pass (memory O(chunk x
@@ -66,6 +71,12 @@ class PreferenceModule(L.LightningModule):
                 comparison).
             compile: torch.compile each decoder layer of the policy (one graph reused by every layer; keys
                 unchanged).
+            optimizer: The optimizer, by class_path (any torch.optim.Optimizer, or bitsandbytes.optim.AdamW8bit on
+                CUDA) with its own init_args (momentum, eps, ...); its lr and weight_decay come from model.lr and
+                model.weight_decay. Null: torch.optim.AdamW.
+            scheduler: A learning-rate scheduler by class_path (e.g. torch.optim.lr_scheduler.StepLR), stepped
+                every optimizer step, replacing the built-in warmup_steps / schedule / min_lr_ratio schedule. Null:
+                the built-in schedule.
         """
         super().__init__()
         with warnings.catch_warnings():  # loss / reference are saved as config (class_path), not as modules
@@ -83,6 +94,8 @@ class PreferenceModule(L.LightningModule):
         self.activation_checkpointing = activation_checkpointing
         self.logps_chunk_size = logps_chunk_size
         self.compile = compile
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.policy: nn.Module | None = None
         self._check_settings()
         self.tokenizer = model.load_tokenizer() if model is not None else None
@@ -92,10 +105,11 @@ class PreferenceModule(L.LightningModule):
         """Refuse optimiser settings that cannot work, naming them (torch's own errors do not)."""
         check_number("lr", self.lr, 0)
         check_number("weight_decay", self.weight_decay, 0)
-        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
-            raise ConfigError(f"betas must be two numbers (AdamW's beta1, beta2), got {self.betas!r}")
-        for i, beta in enumerate(self.betas):
-            check_number(f"betas[{i}]", beta, 0, 1, high_open=True)
+        if self.betas is not None:
+            if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+                raise ConfigError(f"betas must be two numbers (AdamW's beta1, beta2), got {self.betas!r}")
+            for i, beta in enumerate(self.betas):
+                check_number(f"betas[{i}]", beta, 0, 1, high_open=True)
         check_number("warmup_steps", self.warmup_steps, 0)
         if isinstance(self.warmup_steps, float) and self.warmup_steps >= 1 and not self.warmup_steps.is_integer():
             raise ConfigError(f"warmup_steps must be a fraction in [0, 1) of all steps or a whole number of steps, got {self.warmup_steps}")
@@ -104,6 +118,10 @@ class PreferenceModule(L.LightningModule):
             check_number("logps_chunk_size", self.logps_chunk_size, 1, integer=True)
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        check_optimizer(self.optimizer_factory, self.lr, self.weight_decay, self.betas)
+        defaults = inspect.signature(PreferenceModule.__init__).parameters  # the built-in schedule's settings
+        changed = [k for k in ("warmup_steps", "schedule", "min_lr_ratio") if getattr(self, k) != defaults[k].default]
+        check_scheduler(self.scheduler_factory, changed)
 
     # --- building -------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -143,7 +161,7 @@ class PreferenceModule(L.LightningModule):
     def configure_optimizers(self):
         config = build_optimizer(
             self.policy, self.trainer.estimated_stepping_batches, self.lr, self.weight_decay, self.betas,
-            self.warmup_steps, self.schedule, self.min_lr_ratio,
+            self.warmup_steps, self.schedule, self.min_lr_ratio, self.optimizer_factory, self.scheduler_factory,
         )
         # The post-hook runs only when the optimizer really stepped: fp16's GradScaler skips the step
         # on non-finite gradients, and then no reference or loss state may move (optimizer_step).

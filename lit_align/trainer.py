@@ -158,6 +158,18 @@ def quiet_trainer(**overrides) -> L.Trainer:
     return L.Trainer(**{**defaults, **overrides})
 
 
+def val_check_settings(val_every_n_steps: int, trainer_kwargs: dict) -> dict:
+    """The Trainer arguments that validate every ``val_every_n_steps`` optimizer steps (see AlignTrainer)."""
+    from lit_align.errors import ConfigError, check_number
+
+    check_number("trainer.val_every_n_steps", val_every_n_steps, 1, integer=True)
+    if trainer_kwargs.get("val_check_interval") is not None:
+        raise ConfigError(f"trainer.val_every_n_steps ({val_every_n_steps}) and trainer.val_check_interval "
+                          f"({trainer_kwargs['val_check_interval']}) both set when to validate: give one")
+    accumulate = trainer_kwargs.get("accumulate_grad_batches") or 1
+    return {"val_check_interval": int(val_every_n_steps) * int(accumulate), "check_val_every_n_epoch": None}
+
+
 class AlignTrainer(L.Trainer):
     """A Lightning Trainer whose settings are checked up front (``lit_align.settings``) and whose checkpoint
     files are written atomically.
@@ -166,9 +178,18 @@ class AlignTrainer(L.Trainer):
     (a plugin given explicitly is kept). ``cli.py`` subclasses it with the ``evaluate`` subcommand.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, val_every_n_steps: int | None = None, **kwargs) -> None:
+        """
+        Args:
+            val_every_n_steps: Validate every N optimizer steps, counted over the whole fit (TRL's eval_steps).
+                Lightning's val_check_interval counts batches, which under accumulate_grad_batches k is k times
+                fewer optimizer steps; this sets val_check_interval = N x k and check_val_every_n_epoch = None.
+                Give one of the two.
+        """
         from lit_align.settings import check_trainer_settings, lightning_refusals
 
+        if val_every_n_steps is not None:
+            kwargs.update(val_check_settings(val_every_n_steps, kwargs))
         # every numeric setting checked first (one line naming it), and Lightning's own refusals translated
         check_trainer_settings(inspect.signature(L.Trainer.__init__).bind(self, *args, **kwargs).arguments)
         with lightning_refusals("trainer"):

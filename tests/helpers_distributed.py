@@ -103,9 +103,15 @@ def clean_env() -> dict[str, str]:
 
 def fit(run_dir: Path, data_dir: Path, batch_size: int, strategy: str | None = None, devices: int = 1,
         nodes: int = 1, timeout: float = 150) -> dict:
-    """Run ``cli.py fit`` (``nodes`` separate processes, each a "node" on 127.0.0.1); return the recorded losses."""
+    """Run ``cli.py fit`` (``nodes`` separate processes, each a "node" on 127.0.0.1); return the recorded losses
+    and the gradient norms rank 0 logged (``grad_norms``, from metrics.csv: TrainingMonitor's global norm)."""
+    import csv
+
     launch("fit", write_config(run_dir, data_dir, batch_size), strategy, devices, nodes, timeout)
-    return json.loads((run_dir / "losses.json").read_text())
+    result = json.loads((run_dir / "losses.json").read_text())
+    with open(run_dir / "run" / "metrics.csv") as f:
+        result["grad_norms"] = [float(r["train/grad_norm"]) for r in csv.DictReader(f) if r.get("train/grad_norm")]
+    return result
 
 
 def launch(subcommand: str, config: Path, strategy: str | None = None, devices: int = 1, nodes: int = 1,

@@ -45,6 +45,8 @@ def check_same_run(single: tuple[dict, dict], result: dict, weights: dict) -> No
     assert result["indices"] == expected["indices"]  # the same global batch at every step
     assert len(result["losses"]) == len(expected["losses"]) == 4
     assert result["losses"] == pytest.approx(expected["losses"], abs=LOSS_ATOL)
+    # the logged gradient norm is the global one (all-reduced / full DTensor), not one rank's
+    assert len(result["grad_norms"]) == 4 and result["grad_norms"] == pytest.approx(expected["grad_norms"], rel=1e-3)
     assert set(weights) == set(expected_weights)
     for name, value in weights.items():
         torch.testing.assert_close(value, expected_weights[name], rtol=0, atol=WEIGHT_ATOL, msg=name)

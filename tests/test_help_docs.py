@@ -117,7 +117,7 @@ def help_in_process(args: list[str], capsys) -> str:
 
 def test_fit_help_shows_module_and_loss_descriptions(capsys):
     fit = help_in_process(["fit", "--help"], capsys)
-    assert "Peak learning rate of AdamW" in fit  # --model.lr
+    assert "Peak learning rate of the optimizer" in fit  # --model.lr
     assert "Where the policy comes from" in fit  # --model.model
     dpo = help_in_process(["fit", "--model.loss.help", "lit_align.losses.DPO"], capsys)
     assert "--model.loss.beta" in dpo and "Strength of the KL tie to the reference" in dpo
