@@ -37,10 +37,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from callbacks.evaluation import evaluate_checkpoint
 from evals.base import EvalError, EvalTask
+from lit_align.checkpoint_files import load_checkpoint
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
+from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
 from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
@@ -53,7 +55,7 @@ EVALUATION_FOLDERS = {"evaluate": "eval", "validate": "validate", "test": "test"
 """Subcommands that read a fit's config but must not write over its files, and the folder of the run
 directory their own versions go to (``<run>/eval/version_0`` ...)."""
 
-NOT_SAVED = ("overwrite",)
+NOT_SAVED = ("overwrite", "use_checkpoint_config")
 """Switches of one invocation, left out of the saved config.yaml (a rerun from it must opt in again)."""
 
 
@@ -84,6 +86,13 @@ class RedactingSaveConfig(SaveConfigCallback):
             logger.setdefault("init_args", {})["version"] = version
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # the data settings travel with the checkpoint (the module's hyper-parameters hold the rest), so a
+        # resume can compare them (lit_align.resume_config); plain data only, for weights_only loading
+        data = self.config.get("data")
+        if data is not None:
+            checkpoint[DATA_CONFIG_KEY] = redact(plain(data))
+
 
 class EvaluatingTrainer(AlignTrainer):
     """The library's trainer plus ``evaluate``: held-out preference metrics plus an evaluation suite."""
@@ -105,7 +114,8 @@ class EvaluatingTrainer(AlignTrainer):
                 accuracies, log-probs) are computed against the module's reference.
             ckpt_path: a Lightning ``.ckpt`` or an HF directory written by the export callback. With an
                 HF directory the policy weights come from it and the reference from the config.
-            weights_only: passed to ``torch.load`` for Lightning checkpoints.
+            weights_only: Lightning checkpoints are loaded with ``torch.load(weights_only=True)`` (None and True: a
+                checkpoint cannot run code); false loads arbitrary pickles, only for a file you trust.
             tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
             output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``; ``cli.py
                 evaluate`` always passes one: ``<fit run>/eval/version_N`` or its ``--output_dir``).
@@ -148,6 +158,10 @@ class AlignCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
+        parser.add_argument(f"--{SWITCH}", type=bool, default=False,
+                            help="with --ckpt_path: take the model, loss, reference and data settings recorded in the "
+                                 "checkpoint instead of the config's; without it a checkpoint trained with other settings "
+                                 "is refused, naming the differing keys (docs/resume-and-checkpoints.md)")
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports a failed instantiation with the whole offending value (a task list with
@@ -186,12 +200,35 @@ class AlignCLI(LightningCLI):
         check_fit_dir(fit_dir(self.trainer), resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI torch.loads any ckpt_path file right after parsing (for its hyper-parameters):
-        # refuse a missing path or a file that is not a checkpoint first, naming it.
+        # LightningCLI's version torch.loads ckpt_path here and replaces the configured model by the
+        # checkpoint's hyper-parameters without a word. Instead: refuse a missing path or a file that is
+        # not a checkpoint (naming it), verify and load it weights-only, compare the settings and refuse a
+        # difference (lit_align.resume_config); take the checkpoint's only when asked, or when the config
+        # names no model (evaluate of a bare checkpoint).
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_ckpt_path(self.config[subcommand].get("ckpt_path"), allow_hf=subcommand == "evaluate")
-        super()._parse_ckpt_path()
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        check_ckpt_path(ckpt_path, allow_hf=subcommand == "evaluate")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None}
+        model_configured = (config.get("model") or {}).get("model") is not None
+        if not config.get(SWITCH) and model_configured:
+            found = differences({"model": config.get("model"), "data": config.get("data")}, recorded,
+                                only=None if subcommand == "fit" else EVALUATED)
+            refuse_differences(ckpt_path, found, subcommand)
+            return
+        taken = {k: v for k, v in recorded.items() if v}
+        if "_class_path" in taken.get("model", {}):
+            model = taken["model"]
+            taken["model"] = {"class_path": model.pop("_class_path"), "dict_kwargs": model}
+        if taken:
+            self.config = self.parser.parse_object({subcommand: taken}, self.config)
 
 
 TRAINER_DEFAULTS = {

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 
+from lit_align.checkpoint_io import refuse_non_finite
+
 
 def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
@@ -17,7 +19,7 @@ class HFExport(L.Callback):
     """Writes ``<run dir>/<dirname>`` with ``save_pretrained``; loadable by AutoModelForCausalLM.
 
     The directory is written under a temporary name and renamed when complete, so an interrupted
-    export never looks like a finished one.
+    export never looks like a finished one. Weights with a NaN / inf are refused (one line), not exported.
     """
 
     def __init__(self, dirname: str = "hf", safe_serialization: bool = True) -> None:
@@ -38,6 +40,8 @@ class HFExport(L.Callback):
         if not trainer.is_global_zero:
             return None
         target = directory / self.dirname
+        # a diverged policy is no result: refuse it rather than publish NaN weights as the run's model
+        refuse_non_finite(policy_state(state), f"the policy for export to {target}")
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         pl_module.policy.save_pretrained(tmp, state_dict=policy_state(state), safe_serialization=self.safe_serialization)

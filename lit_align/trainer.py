@@ -6,13 +6,13 @@ Only the Lightning / torch side lives here: the evaluation suite (``evals``) is 
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from lit_align.checkpoint_io import refuse_non_finite
 from lit_align.errors import UserError
 from lit_align.models import PretrainedModel
 
@@ -55,16 +55,12 @@ def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
                         + (", or an exported Hugging Face folder)" if allow_hf else ")"))
 
 
-def load_checkpoint_file(ckpt_path: str, weights_only: bool) -> dict:
-    """``torch.load`` of a Lightning checkpoint file, with errors that name the file."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"ckpt_path {ckpt_path}: cannot be loaded ({type(err).__name__}: {first})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path {ckpt_path}: a torch file but not a Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
+def load_checkpoint_file(ckpt_path: str, weights_only: bool | None = True) -> dict:
+    """A Lightning checkpoint file, verified against its checksum and loaded weights-only
+    (``lit_align.checkpoint_files.load_checkpoint``), with errors that name the file."""
+    from lit_align.checkpoint_files import load_checkpoint
+
+    return load_checkpoint(ckpt_path, "cpu", weights_only)
 
 
 def load_policy_weights(module, hf_dir: str) -> None:
@@ -89,7 +85,8 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         # demanding the frozen reference's weights that such files leave out. (A sharded DCP
         # checkpoint folder has them and goes through the strategy.)
         model.configure_model()
-        checkpoint = load_checkpoint_file(lightning_ckpt, bool(weights_only))
+        checkpoint = load_checkpoint_file(lightning_ckpt, weights_only)
+        refuse_non_finite(checkpoint["state_dict"], f"checkpoint {lightning_ckpt}")  # a diverged run is no result
         model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
         model.load_state_dict(checkpoint["state_dict"])
         return None
@@ -101,6 +98,7 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         else:
             model.configure_model()  # policy and reference from the config...
             load_policy_weights(model, ckpt_path)  # ...then the tuned weights
+        refuse_non_finite(model.policy.state_dict(), f"exported model {ckpt_path}")
     return lightning_ckpt
 
 
