@@ -43,7 +43,7 @@ from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
 from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
-from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
+from lit_align.run_dirs import RunDirLock, check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
@@ -197,7 +197,18 @@ class AlignCLI(LightningCLI):
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
-        check_fit_dir(fit_dir(self.trainer), resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
+        folder = fit_dir(self.trainer)
+        if self.trainer.global_rank == 0:  # claimed first, so a second fit started at once cannot pass the check too
+            self._claim = RunDirLock(folder).acquire()
+        check_fit_dir(folder, resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:  # released however the fit ends (a killed process's claim is dropped by the kernel)
+            claim = getattr(self, "_claim", None)
+            if claim is not None:
+                claim.release()
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI's version torch.loads ckpt_path here and replaces the configured model by the

@@ -116,10 +116,12 @@ def quiet_trainer(**overrides) -> L.Trainer:
 
 
 class AlignTrainer(L.Trainer):
-    """A Lightning Trainer whose checkpoint files are written atomically.
+    """A Lightning Trainer whose checkpoint files are written atomically and verified, and whose resumed
+    fits keep the metrics logged before the checkpoint.
 
     ``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces the strategy's default ``TorchCheckpointIO``
-    (a plugin given explicitly is kept). ``cli.py`` subclasses it with the ``evaluate`` subcommand.
+    (a plugin given explicitly is kept); ``lit_align.run_history.KeepLoggedHistory`` restores
+    metrics.csv's earlier rows on resume. ``cli.py`` subclasses it with the ``evaluate`` subcommand.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -127,7 +129,19 @@ class AlignTrainer(L.Trainer):
         from lightning.pytorch.plugins.io import TorchCheckpointIO
 
         from lit_align.checkpoint_io import AtomicCheckpointIO
+        from lit_align.run_history import KeepLoggedHistory
 
         current = getattr(self.strategy, "_checkpoint_io", None)
         if current is None or type(current) is TorchCheckpointIO:
             self.strategy.checkpoint_io = AtomicCheckpointIO()
+        self._history = KeepLoggedHistory()
+        self.callbacks.append(self._history)
+
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None,
+            weights_only=None) -> None:
+        from lit_align.run_history import read_history
+
+        # read before the loggers start: CSVLogger deletes an existing metrics.csv when it does
+        resuming = ckpt_path is not None and Path(str(ckpt_path)).is_file()
+        self._history.history = read_history(self) if resuming else {}
+        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
