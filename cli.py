@@ -37,7 +37,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from callbacks.evaluation import evaluate_checkpoint
 from evals.base import EvalError, EvalTask
-from lit_align.checkpoint_files import load_checkpoint
+from lit_align.checkpoint_files import FULL_DISK_ERRNOS, load_checkpoint
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
@@ -313,6 +313,9 @@ def describe_error(err: BaseException) -> str:
         return f"error: {prefix}{one_line(found) or type(found).__name__}"
     if str(err).startswith("Does not validate against any of the Union subtypes") and err.__cause__ is not None:
         return describe_error(err.__cause__).replace("error: ", f"error: {prefix}", 1)  # what the class raised
+    if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:  # any write, not only a checkpoint's
+        where = Path(err.filename).parent if err.filename else None
+        return f"error: no space left on device{f' in {where}' if where else ''}" + (f" while writing {err.filename}" if err.filename else "")
     message = one_line(err) or type(err).__name__
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     origin = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else " ("

@@ -120,13 +120,16 @@ def test_a_process_killed_during_a_checkpoint_write_leaves_the_previous_checkpoi
     checkpoint = torch.load(path)
     assert checkpoint["step"] == 1 and torch.equal(checkpoint["w"], torch.zeros(250_000))
     assert [p for p in staging.rglob("*") if p.is_file()] == []  # (torch may make an empty torchinductor folder)
-    (partial,) = [p for p in path.parent.iterdir() if p.name != "last.ckpt"]
+    from lit_align.checkpoint_files import verify_checksum
+
+    verify_checksum(path)  # its checksum file still describes it
+    (partial,) = [p for p in path.parent.iterdir() if p.name not in ("last.ckpt", "last.ckpt.sha256")]
     assert partial.name.startswith(".last.ckpt.tmp") and partial.stat().st_size == 500_000
     # the interrupted temporary file is cleared by the next successful save
     from lit_align.checkpoint_io import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint({"step": 3}, path)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     assert torch.load(path)["step"] == 3
 
 
