@@ -72,9 +72,17 @@ def listed_digests(path: Path) -> list[str] | None:
     return [line.split()[0].lower() for line in sums.read_text(errors="replace").splitlines() if line.split()]
 
 
+_VERIFIED: set[tuple[str, int, int]] = set()
+"""(path, size, mtime) of files verified in this process."""
+
+
 def verify_checksum(path: str | Path) -> None:
     """Refuse (``CheckpointFileError``) a checkpoint file whose sha256 is not the one recorded beside it."""
     path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:  # the CLI reads a checkpoint twice (settings, then weights): hashed once
+        return
     listed = listed_digests(path)
     if listed is None:
         message = (f"{path} has no checksum file ({checksum_path(path).name}; written before lit-align recorded "
@@ -84,7 +92,9 @@ def verify_checksum(path: str | Path) -> None:
         warnings.warn(message, stacklevel=2)
         return
     actual = file_digest(path)
-    if actual not in listed:
+    if actual in listed:
+        _VERIFIED.add(key)
+    else:
         raise CheckpointFileError(
             f"{path} is corrupted: its sha256 {actual[:16]}... is not the one recorded in {checksum_path(path).name} "
             f"when it was written ({', '.join(d[:16] + '...' for d in listed) or 'empty'}); refusing to load it "
@@ -118,8 +128,10 @@ def is_full_disk(err: BaseException | None) -> bool:
 
 
 def full_disk_error(folder: Path, what: str) -> DiskFullError:
-    return DiskFullError(errno.ENOSPC, f"no space left on device in {folder} while writing {what} "
-                                       "(the previous checkpoint, if any, is intact): free space and resume")
+    err = DiskFullError(f"no space left on device in {folder} while writing {what} "
+                        "(the previous checkpoint, if any, is intact): free space and resume")
+    err.errno = errno.ENOSPC
+    return err
 
 
 def write_checksum(path: Path, digests: list[str]) -> None:

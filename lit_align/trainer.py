@@ -48,6 +48,10 @@ def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
             return
         raise UserError(f"ckpt_path {ckpt_path}: a folder that is neither a sharded checkpoint (no .metadata) "
                         "nor an exported Hugging Face model (no config.json)")
+    from lit_align.checkpoint_files import checksum_path, verify_checksum
+
+    if checksum_path(path).is_file():  # a damaged file is reported as damaged, not as "not a checkpoint"
+        verify_checksum(path)
     with open(path, "rb") as f:
         head = f.read(2)
     if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch.save writes a zip; old files a pickle
