@@ -18,7 +18,11 @@ also names the exception type and where it was raised. Anything else (``TypeErro
 ``--debug`` (anywhere on the command line) or ``LIT_ALIGN_DEBUG=1`` re-raises every error with its
 traceback. Exceptions raised inside ``Trainer.fit`` reach here unwrapped (Lightning re-raises them
 after its teardown); under several processes every rank reports its own line and exits (the
-non-finite-loss check is all-reduced, so all ranks stop at the same step).
+non-finite check of losses and gradients is all-reduced, so all ranks stop at the same step).
+
+Checkpoints (docs/resume-and-checkpoints.md): ``--ckpt_path`` is verified against its checksum file
+and loaded weights-only, and its recorded settings are compared with the config's before anything
+is built (``lit_align.resume_config``; ``--use_checkpoint_config true`` takes the checkpoint's).
 """
 
 from __future__ import annotations

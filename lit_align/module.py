@@ -211,7 +211,9 @@ class PreferenceModule(L.LightningModule):
         flags = [torch.stack([loss.float() for loss, _, _ in pending]).isfinite().all()] if pending else []
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
         if self.check_gradients and scaler is None:
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            # a sharded (FSDP2 DTensor) gradient is tested on this rank's shard: the all-reduce below covers the rest
+            grads = [g.to_local() if hasattr(g, "to_local") else g
+                     for group in optimizer.param_groups for p in group["params"] if (g := p.grad) is not None]
             if grads:
                 flags.append(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
         if not flags:
