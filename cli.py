@@ -47,7 +47,7 @@ from lit_align.errors import ConfigError, UserError
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
 from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
-from lit_align.run_dirs import RunDirLock, check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
+from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
@@ -202,7 +202,9 @@ class AlignCLI(LightningCLI):
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
         folder = fit_dir(self.trainer)
-        if self.trainer.global_rank == 0:  # claimed first, so a second fit started at once cannot pass the check too
+        # claimed first, so a second fit started at once cannot pass the check too; by the first process only
+        # (the trainer's global_rank is set only once fit launches: before that, the launchers' env says the rank)
+        if first_process() and self.trainer.global_rank == 0:
             self._claim = RunDirLock(folder).acquire()
         check_fit_dir(folder, resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
 

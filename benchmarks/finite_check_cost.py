@@ -37,6 +37,7 @@ class StepTimer(L.Callback):
 
 
 ARMS = ("no check", "loss only", "loss + gradients")
+CHECK_TIMES: dict[str, list[float]] = {}
 
 
 def one_fit(train: Path, steps: int, arm: str, hidden_size: int) -> list[float]:
@@ -48,8 +49,17 @@ def one_fit(train: Path, steps: int, arm: str, hidden_size: int) -> list[float]:
     L.seed_everything(0, verbose=False)
     module = PreferenceModule(model=TinyModel(hidden_size=hidden_size, num_layers=2, num_heads=2), lr=1e-4)
     module.check_gradients = arm == "loss + gradients"
+    check = module.stop_if_not_finite
     if arm == "no check":  # no check, no sync at all: the floor
-        module.stop_if_not_finite = lambda optimizer: module._unchecked.clear()
+        check = lambda optimizer: module._unchecked.clear()  # noqa: E731
+    check_times = CHECK_TIMES.setdefault(arm, [])
+
+    def timed_check(optimizer) -> None:  # the check's own time, apart from the step's (less noisy on a busy machine)
+        start = time.perf_counter()
+        check(optimizer)
+        check_times.append(time.perf_counter() - start)
+
+    module.stop_if_not_finite = timed_check
     data = PreferenceDataModule(train_path=str(train), batch_size=4, max_length=64, max_prompt_length=32, chat_template=False)
     timer = StepTimer()
     quiet_trainer(max_steps=steps, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0).fit(module, data)
@@ -77,7 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{arm:>17}: median {value * 1e3:.3f} ms/step over {len(times[arm])} steps")
     for name, ratio in ratios.items():
         print(f"ratio {name}: {ratio:.4f}")
-    return {"medians_s": medians, "ratios": ratios}
+    checks = {arm: statistics.median(t) for arm, t in CHECK_TIMES.items()}
+    for arm, value in checks.items():
+        print(f"{arm:>17}: the check itself, median {value * 1e6:.1f} us/step "
+              f"({value / medians['no check'] * 100:.2f}% of a no-check step)")
+    return {"medians_s": medians, "ratios": ratios, "check_medians_s": checks}
 
 
 if __name__ == "__main__":

@@ -65,6 +65,15 @@ def check_fit_dir(folder: Path, resuming: bool, overwrite: bool) -> None:
         f"(--trainer.logger.init_args.version or save_dir), or replace it with --overwrite true")
 
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+"""Environment variables by which launchers (Lightning's, torchrun, SLURM, jsrun) give a process its rank or node."""
+
+
+def first_process() -> bool:
+    """Whether this is the first process of a (possibly multi-process, multi-node) run, read from the launchers' env."""
+    return all(os.environ.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
+
+
 class RunDirLock:
     """An exclusive claim on a run directory for one fit: ``.<run>.fit.lock`` beside it, held with ``flock``
     (outside the run directory, which Lightning's loggers want empty).
