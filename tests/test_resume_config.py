@@ -104,3 +104,10 @@ def test_differences_unit():
     configured["model"]["lr"] = 2e-3
     assert differences(configured, recorded, only=("model.model.", "model.loss.")) == ["model.loss (config 'l.IPO', checkpoint 'l.DPO')"]
     assert len(differences(configured, recorded)) == 2
+
+
+def test_evaluate_with_use_checkpoint_config_evaluates_the_checkpoints_model(trained, tmp_path):
+    cli.main(["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--use_checkpoint_config", "true",
+              "--model.model.init_args.hidden_size", "64", "--output_dir", str(tmp_path / "eval")])
+    saved = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())
+    assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
