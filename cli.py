@@ -20,7 +20,11 @@ also names the exception type and where it was raised. Anything else (``TypeErro
 ``--debug`` (anywhere on the command line) or ``LIT_ALIGN_DEBUG=1`` re-raises every error with its
 traceback. Exceptions raised inside ``Trainer.fit`` reach here unwrapped (Lightning re-raises them
 after its teardown); under several processes every rank reports its own line and exits (the
-non-finite-loss check is all-reduced, so all ranks stop at the same step).
+non-finite check of losses and gradients is all-reduced, so all ranks stop at the same step).
+
+Checkpoints (docs/resume-and-checkpoints.md): ``--ckpt_path`` is verified against its checksum file
+and loaded weights-only, and its recorded settings are compared with the config's before anything
+is built (``lit_align.resume_config``; ``--use_checkpoint_config true`` takes the checkpoint's).
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ from callbacks.evaluation import evaluate_checkpoint
 from callbacks.hf_export import HFExport, export_checkpoint
 from callbacks.training_monitor import TrainingMonitor
 from evals.base import EvalError, EvalTask
+from lit_align.checkpoint_files import FULL_DISK_ERRNOS, load_checkpoint
 from lit_align.checkpoint_io import redact_hyperparameters
 from lit_align.config_yaml import install as install_yaml_loader
 from lit_align.errors import ConfigError, UserError
 from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
-from lit_align.run_dirs import check_fit_dir, evaluation_dir, fit_dir, resolved_logger_version
+from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
+from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
@@ -61,7 +67,7 @@ EVALUATION_FOLDERS = {"evaluate": "eval", "validate": "validate", "test": "test"
 """Subcommands that read a fit's config but must not write over its files, and the folder of the run
 directory their own versions go to (``<run>/eval/version_0`` ...)."""
 
-NOT_SAVED = ("overwrite",)
+NOT_SAVED = ("overwrite", "use_checkpoint_config")
 """Switches of one invocation, left out of the saved config.yaml (a rerun from it must opt in again)."""
 
 
@@ -92,6 +98,13 @@ class RedactingSaveConfig(SaveConfigCallback):
             logger.setdefault("init_args", {})["version"] = version
         drop_per_group_settings(dumped)
         (log_dir / self.config_filename).write_text(yaml.safe_dump(redact(dumped), sort_keys=False))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # the data settings travel with the checkpoint (the module's hyper-parameters hold the rest), so a
+        # resume can compare them (lit_align.resume_config); plain data only, for weights_only loading
+        data = self.config.get("data")
+        if data is not None:
+            checkpoint[DATA_CONFIG_KEY] = redact(plain(data))
 
 
 def drop_per_group_settings(config: dict) -> None:
@@ -129,7 +142,8 @@ class EvaluatingTrainer(AlignTrainer):
                 accuracies, log-probs) are computed against the module's reference.
             ckpt_path: a Lightning ``.ckpt`` or an HF directory written by the export callback. With an
                 HF directory the policy weights come from it and the reference from the config.
-            weights_only: passed to ``torch.load`` for Lightning checkpoints.
+            weights_only: Lightning checkpoints are loaded with ``torch.load(weights_only=True)`` (None and True: a
+                checkpoint cannot run code); false loads arbitrary pickles, only for a file you trust.
             tasks: evaluation tasks (``evals.EvalTask`` subclasses: verifier, MT-Bench, AlpacaEval, lm-eval).
             output_dir: where results.json and per-task files go (default: ``<log_dir>/eval``; ``cli.py
                 evaluate`` always passes one: ``<fit run>/eval/version_N`` or its ``--output_dir``).
@@ -224,6 +238,10 @@ class AlignCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: allow writing into a run directory that already holds a run's files (config.yaml, "
                                  "checkpoints/, hf/, metrics.csv); without it such a fit stops, unless it resumes with --ckpt_path")
+        parser.add_argument(f"--{SWITCH}", type=bool, default=False,
+                            help="with --ckpt_path: take the model, loss, reference and data settings recorded in the "
+                                 "checkpoint instead of the config's; without it a checkpoint trained with other settings "
+                                 "is refused, naming the differing keys (docs/resume-and-checkpoints.md)")
         lead_with_own_groups(parser)
 
     def instantiate_classes(self) -> None:
@@ -282,15 +300,51 @@ class AlignCLI(LightningCLI):
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
-        check_fit_dir(fit_dir(self.trainer), resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
+        folder = fit_dir(self.trainer)
+        # claimed first, so a second fit started at once cannot pass the check too; by the first process only
+        # (the trainer's global_rank is set only once fit launches: before that, the launchers' env says the rank)
+        if first_process() and self.trainer.global_rank == 0:
+            self._claim = RunDirLock(folder).acquire()
+        check_fit_dir(folder, resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:  # released however the fit ends (a killed process's claim is dropped by the kernel)
+            claim = getattr(self, "_claim", None)
+            if claim is not None:
+                claim.release()
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI torch.loads any ckpt_path file right after parsing (for its hyper-parameters):
-        # refuse a missing path or a file that is not a checkpoint first, naming it.
+        # LightningCLI's version torch.loads ckpt_path here and replaces the configured model by the
+        # checkpoint's hyper-parameters without a word. Instead: refuse a missing path or a file that is
+        # not a checkpoint (naming it), verify and load it weights-only, compare the settings and refuse a
+        # difference (lit_align.resume_config); take the checkpoint's only when asked, or when the config
+        # names no model (evaluate of a bare checkpoint).
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_ckpt_path(self.config[subcommand].get("ckpt_path"), allow_hf=subcommand == "evaluate")
-        super()._parse_ckpt_path()
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        check_ckpt_path(ckpt_path, allow_hf=subcommand == "evaluate")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None}
+        model_configured = (config.get("model") or {}).get("model") is not None
+        if not config.get(SWITCH) and model_configured:
+            found = differences({"model": config.get("model"), "data": config.get("data")}, recorded,
+                                only=None if subcommand == "fit" else EVALUATED)
+            refuse_differences(ckpt_path, found, subcommand)
+            return
+        taken = {k: v for k, v in recorded.items() if v}
+        if "_class_path" in taken.get("model", {}):
+            model = taken["model"]
+            taken["model"] = {"class_path": model.pop("_class_path"), "dict_kwargs": model}
+        if taken:
+            self.config = self.parser.parse_object({subcommand: taken}, self.config)
 
 
 HELP_GROUPS = {
@@ -407,6 +461,9 @@ def describe_error(err: BaseException) -> str:
         return f"error: {prefix}{one_line(found) or type(found).__name__}"
     if str(err).startswith("Does not validate against any of the Union subtypes") and err.__cause__ is not None:
         return describe_error(err.__cause__).replace("error: ", f"error: {prefix}", 1)  # what the class raised
+    if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:  # any write, not only a checkpoint's
+        where = Path(err.filename).parent if err.filename else None
+        return f"error: no space left on device{f' in {where}' if where else ''}" + (f" while writing {err.filename}" if err.filename else "")
     message = one_line(err) or type(err).__name__
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     origin = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else " ("

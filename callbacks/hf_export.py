@@ -17,6 +17,7 @@ import lightning as L
 from torch import nn
 
 from callbacks.model_card import metrics_at, model_card, read_config
+from lit_align.checkpoint_io import refuse_non_finite
 from lit_align.errors import ConfigError, UserError
 
 
@@ -58,6 +59,8 @@ def write_export(target: Path, module: L.LightningModule, state: dict, merged: b
     """Write ``target`` (adapter or full model, tokenizer, README.md; ``merged/`` on request) under a temporary
     name, renamed when complete, so an interrupted export never looks like a finished one."""
     policy, source = module.policy, module.model_source
+    # a diverged policy is no result: refuse it rather than publish NaN weights as the run's model
+    refuse_non_finite(state, f"the policy for export to {target}")
     adapter = is_adapter(policy)
     reference = source.export_reference() if source is not None else None
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -96,6 +99,8 @@ class HFExport(L.Callback):
     its tokenizer and a model card (README.md: base model, training, data, steps, final metrics, config).
 
     A LoRA adapter names its base portably (see the module docstring); ``merged`` adds ``<dirname>/merged/``.
+    Written under a temporary name and renamed when complete, so an interrupted export never looks like a
+    finished one. Weights with a NaN / inf are refused (one line), not exported.
     """
 
     def __init__(self, dirname: str = "hf", safe_serialization: bool = True, merged: bool = False) -> None:

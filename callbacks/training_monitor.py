@@ -69,6 +69,10 @@ def device_peak_flops(trainer: L.Trainer, device: torch.device) -> float | None:
     return get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
 
 
+WALL_CLOCK_METRICS = ("train/tokens_per_s", "train/mfu")
+"""Metrics measured with the host's clock: the only logged values that differ between two runs of the same fit."""
+
+
 class TrainingMonitor(L.Callback):
     """Logs train/lr, train/grad_norm (before clipping), train/tokens, train/tokens_per_s and train/mfu every logging step."""
 
@@ -84,6 +88,7 @@ class TrainingMonitor(L.Callback):
         self.grad_norm = grad_norm
         self._tokens: torch.Tensor | None = None  # since the last logging step
         self._seen: torch.Tensor | None = None  # since the start of the fit
+        self._resumed = {"seen": 0.0, "pending": 0.0}  # a resumed fit's counts (load_state_dict)
         self._since = 0.0
         self._flops_per_token = 0.0
         self._peak: float | None = None
@@ -91,9 +96,19 @@ class TrainingMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flops_per_token = flops_per_token(pl_module)
         self._peak = self.peak_flops if self.peak_flops is not None else device_peak_flops(trainer, pl_module.device)
-        self._tokens = torch.zeros((), dtype=torch.float64, device=pl_module.device)
-        self._seen = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        self._tokens = torch.tensor(self._resumed["pending"], dtype=torch.float64, device=pl_module.device)
+        self._seen = torch.tensor(self._resumed["seen"], dtype=torch.float64, device=pl_module.device)
         self._since = time.perf_counter()
+
+    def state_dict(self) -> dict[str, float]:
+        # the token count goes on across a resume (train/tokens of a resumed run equals the uninterrupted run's);
+        # the wall-clock window does not: tokens/s restarts at the resume
+        if self._seen is None:
+            return dict(self._resumed)
+        return {"seen": float(self._seen), "pending": float(self._tokens)}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._resumed = {"seen": float(state_dict.get("seen", 0.0)), "pending": float(state_dict.get("pending", 0.0))}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         mask = getattr(batch, "attention_mask", None)

@@ -20,7 +20,11 @@ class ConfigError(UserError):
 
 
 class NonFiniteLossError(UserError):
-    """Training produced a NaN / inf loss; raised before the optimizer step could apply it."""
+    """Training produced a NaN / inf loss or gradient; raised before the optimizer step could apply it."""
+
+
+class NonFiniteWeightsError(UserError):
+    """Weights with NaN / inf values that were about to be saved, exported or evaluated."""
 
 
 def check_number(key: str, value: Any, low: float | None = None, high: float | None = None, *,

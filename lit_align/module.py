@@ -193,33 +193,70 @@ class PreferenceModule(L.LightningModule):
         loss = out.losses.mean()
         metrics = {"loss": loss.detach(), **self.step_metrics(policy, reference, out)}
         metrics.update({k: torch.as_tensor(v, dtype=torch.float32).clone() for k, v in self.reference.metrics().items()})
-        self.stop_if_not_finite(loss, metrics, batch_idx)
+        self._unchecked.append((loss.detach(), metrics, batch_idx))  # checked once, before the optimizer step
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=batch.num_pairs, prog_bar=False)
         self.log("train_loss", loss.detach(), batch_size=batch.num_pairs, prog_bar=True, logger=False)
         return loss
 
-    def stop_if_not_finite(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Raise ``NonFiniteLossError`` when the loss of any rank is NaN / inf, before backward runs.
+    check_gradients: bool = True
+    """Stop before an optimizer step whose gradients hold a NaN / inf (see ``on_before_optimizer_step``);
+    off only to measure the check's cost (benchmarks/finite_check_cost.py)."""
 
-        A NaN loss makes NaN gradients, and one optimizer step with them ruins every weight (and the
-        AdamW moments) for good; stopping here, before the step, leaves the last checkpoint written
-        intact. The decision is all-reduced (one tiny collective per step, and one host sync), so all
-        ranks raise together instead of one rank leaving the others waiting in a collective.
+    @property
+    def _unchecked(self) -> list[tuple[torch.Tensor, dict[str, torch.Tensor], int]]:
+        """(loss, metrics, batch index) of the micro-batches since the last optimizer step, not yet checked."""
+        if not hasattr(self, "_unchecked_batches"):
+            self._unchecked_batches = []
+        return self._unchecked_batches
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.stop_if_not_finite(optimizer)
+
+    def stop_if_not_finite(self, optimizer) -> None:
+        """Raise ``NonFiniteLossError`` before an optimizer step when, on any rank, the loss of one of its
+        micro-batches or one of the gradients is NaN / inf.
+
+        One NaN gradient applied by AdamW ruins every weight it touches (and the moments) for good;
+        stopping here, before the step, leaves the last checkpoint written intact. Losses and gradients
+        are folded into one flag on the device, all-reduced (one tiny collective) and read once: one
+        host sync per optimizer step, as the loss check alone had. Gradients are tested by their max-abs
+        norm (NaN and inf propagate through it, and it cannot overflow as a sum of squares can).
+        Under fp16 the GradScaler skips steps with non-finite gradients itself, so there only the
+        losses are checked.
         """
-        bad = not bool(torch.isfinite(loss))
+        pending, self._unchecked_batches = self._unchecked, []
         trainer = self._trainer
-        if trainer is not None:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
+        flags = [torch.stack([loss.float() for loss, _, _ in pending]).isfinite().all()] if pending else []
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
+        if self.check_gradients and scaler is None:
+            # a sharded (FSDP2 DTensor) gradient is tested on this rank's shard: the all-reduce below covers the rest
+            grads = [g.to_local() if hasattr(g, "to_local") else g
+                     for group in optimizer.param_groups for p in group["params"] if (g := p.grad) is not None]
+            if grads:
+                flags.append(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all())
+        if not flags:
+            return
+        bad = ~torch.stack([f.to(self.device) for f in flags]).all()
+        if trainer is not None:  # one collective: the sum of every rank's flag
+            bad = trainer.strategy.reduce(bad.to(torch.float32), reduce_op="sum") > 0
+        if not bool(bad):
             return
         step = trainer.global_step if trainer is not None else None
         epoch = trainer.current_epoch if trainer is not None else None
-        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()))
+        where = f"at global step {step} (epoch {epoch}"
+        for loss, metrics, batch_idx in pending:
+            if not bool(torch.isfinite(loss)):
+                shown = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()))
+                raise NonFiniteLossError(
+                    f"non-finite training loss {where}, batch {batch_idx}; {step} optimizer steps applied, the last "
+                    f"checkpoint is intact) with loss {self.loss.describe()}: {shown}. Lower model.lr, or check the data "
+                    "(ref_*_logps / score columns) and the loss settings")
+        batches = ", ".join(str(b) for _, _, b in pending)
+        losses = ", ".join(f"{float(loss):.4g}" for loss, _, _ in pending)
         raise NonFiniteLossError(
-            f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch_idx}; {step} optimizer steps "
-            f"applied, the last checkpoint is intact) with loss {self.loss.describe()}: {shown}. Lower model.lr, "
-            "or check the data (ref_*_logps / score columns) and the loss settings"
-        )
+            f"non-finite gradients {where}, batches {batches or '?'}; {step} optimizer steps applied, the last checkpoint "
+            f"is intact; the step was not taken) with finite loss {losses or '?'} ({self.loss.describe()}): the run "
+            "diverged. Lower model.lr, or clip gradients (trainer.gradient_clip_val)")
 
     def optimizer_step(self, *args, **kwargs) -> None:
         before = getattr(self, "_applied_steps", None)

@@ -7,13 +7,13 @@ Only the Lightning / torch side lives here: the evaluation suite (``evals``) is 
 from __future__ import annotations
 
 import inspect
-import pickle
 import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from lit_align.checkpoint_io import refuse_non_finite
 from lit_align.errors import UserError
 from lit_align.models import PretrainedModel
 
@@ -57,6 +57,10 @@ def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
             return
         raise UserError(f"ckpt_path {ckpt_path}: a folder that is neither a sharded checkpoint (no .metadata) "
                         "nor an exported Hugging Face model (no config.json)")
+    from lit_align.checkpoint_files import checksum_path, verify_checksum
+
+    if checksum_path(path).is_file():  # a damaged file is reported as damaged, not as "not a checkpoint"
+        verify_checksum(path)
     with open(path, "rb") as f:
         head = f.read(2)
     if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch.save writes a zip; old files a pickle
@@ -64,16 +68,12 @@ def check_ckpt_path(ckpt_path: str | None, allow_hf: bool = True) -> None:
                         + (", or an exported Hugging Face folder)" if allow_hf else ")"))
 
 
-def load_checkpoint_file(ckpt_path: str, weights_only: bool) -> dict:
-    """``torch.load`` of a Lightning checkpoint file, with errors that name the file."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"ckpt_path {ckpt_path}: cannot be loaded ({type(err).__name__}: {first})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path {ckpt_path}: a torch file but not a Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
+def load_checkpoint_file(ckpt_path: str, weights_only: bool | None = True) -> dict:
+    """A Lightning checkpoint file, verified against its checksum and loaded weights-only
+    (``lit_align.checkpoint_files.load_checkpoint``), with errors that name the file."""
+    from lit_align.checkpoint_files import load_checkpoint
+
+    return load_checkpoint(ckpt_path, "cpu", weights_only)
 
 
 def load_policy_weights(module, hf_dir: str) -> None:
@@ -107,7 +107,8 @@ def load_adapter_weights(module, adapter_dir: str) -> None:
 def load_checkpoint_into(model: L.LightningModule, ckpt_path: str, weights_only: bool | None) -> dict:
     """Build the module's models and load a single-file Lightning checkpoint into them; returns the checkpoint."""
     model.configure_model()
-    checkpoint = load_checkpoint_file(ckpt_path, bool(weights_only))
+    checkpoint = load_checkpoint_file(ckpt_path, weights_only)
+    refuse_non_finite(checkpoint["state_dict"], f"checkpoint {ckpt_path}")  # a diverged run is no result
     model.on_load_checkpoint(checkpoint)  # first, as Lightning does: it may upgrade an older layout
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint
@@ -142,6 +143,8 @@ def load_for_evaluation(model: L.LightningModule, ckpt_path: str | None, weights
         else:
             model.configure_model()  # policy and reference from the config...
             load_policy_weights(model, ckpt_path)  # ...then the tuned weights
+    if is_hf_dir(ckpt_path):  # a full model or an adapter
+        refuse_non_finite(model.policy.state_dict(), f"exported model {ckpt_path}")
     return lightning_ckpt
 
 
@@ -171,11 +174,12 @@ def val_check_settings(val_every_n_steps: int, trainer_kwargs: dict) -> dict:
 
 
 class AlignTrainer(L.Trainer):
-    """A Lightning Trainer whose settings are checked up front (``lit_align.settings``) and whose checkpoint
-    files are written atomically.
+    """A Lightning Trainer whose settings are checked up front (``lit_align.settings``), whose checkpoint files
+    are written atomically and verified, and whose resumed fits keep the metrics logged before the checkpoint.
 
     ``lit_align.checkpoint_io.AtomicCheckpointIO`` replaces the strategy's default ``TorchCheckpointIO``
-    (a plugin given explicitly is kept). ``cli.py`` subclasses it with the ``evaluate`` subcommand.
+    (a plugin given explicitly is kept); ``lit_align.run_history.KeepLoggedHistory`` restores
+    metrics.csv's earlier rows on resume. ``cli.py`` subclasses it with the ``evaluate`` subcommand.
     """
 
     def __init__(self, *args, val_every_n_steps: int | None = None, **kwargs) -> None:
@@ -197,7 +201,19 @@ class AlignTrainer(L.Trainer):
         from lightning.pytorch.plugins.io import TorchCheckpointIO
 
         from lit_align.checkpoint_io import AtomicCheckpointIO
+        from lit_align.run_history import KeepLoggedHistory
 
         current = getattr(self.strategy, "_checkpoint_io", None)
         if current is None or type(current) is TorchCheckpointIO:
             self.strategy.checkpoint_io = AtomicCheckpointIO()
+        self._history = KeepLoggedHistory()
+        self.callbacks.append(self._history)
+
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None,
+            weights_only=None) -> None:
+        from lit_align.run_history import read_history
+
+        # read before the loggers start: CSVLogger deletes an existing metrics.csv when it does
+        resuming = ckpt_path is not None and Path(str(ckpt_path)).is_file()
+        self._history.history = read_history(self) if resuming else {}
+        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)

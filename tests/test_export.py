@@ -224,7 +224,7 @@ def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, c
         (ckpt / ".metadata").write_bytes(b"")
     else:
         ckpt = ckpt.with_suffix(".ckpt")
-        torch.save({"state_dict": {}}, ckpt)
+        torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0"}, ckpt)
         out.mkdir()
         (out / "keep.txt").write_text("x")
     model = ["--model.model", "lit_align.models.TinyModel"]

@@ -120,13 +120,16 @@ def test_a_process_killed_during_a_checkpoint_write_leaves_the_previous_checkpoi
     checkpoint = torch.load(path)
     assert checkpoint["step"] == 1 and torch.equal(checkpoint["w"], torch.zeros(250_000))
     assert [p for p in staging.rglob("*") if p.is_file()] == []  # (torch may make an empty torchinductor folder)
-    (partial,) = [p for p in path.parent.iterdir() if p.name != "last.ckpt"]
+    from lit_align.checkpoint_files import verify_checksum
+
+    verify_checksum(path)  # its checksum file still describes it
+    (partial,) = [p for p in path.parent.iterdir() if p.name not in ("last.ckpt", "last.ckpt.sha256")]
     assert partial.name.startswith(".last.ckpt.tmp") and partial.stat().st_size == 500_000
     # the interrupted temporary file is cleared by the next successful save
     from lit_align.checkpoint_io import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint({"step": 3}, path)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     assert torch.load(path)["step"] == 3
 
 
@@ -159,3 +162,87 @@ def test_logged_hyper_parameters_carry_no_credentials(tmp_path):
     logger.save()
     assert "PLANTED" not in (tmp_path / "hparams.yaml").read_text()
     assert module.hparams == {"source": "https://***@h/model", "n": 1}
+
+
+def test_a_run_directory_without_a_checkpoint_is_not_protected(tmp_path, sort_task):
+    """A fit that failed after writing config.yaml (and perhaps hparams.yaml / metrics.csv) left nothing to
+    resume: the corrected rerun proceeds (with a warning), and never suggests a last.ckpt that does not exist."""
+    import cli
+
+    config = str(fit_config(tmp_path, sort_task, steps=1))
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "hparams.yaml", "metrics.csv"):
+        (run / name).write_text("left by a failed start\n")
+    (run / "checkpoints").mkdir()  # created, never written to
+    with pytest.warns(UserWarning, match="left no checkpoint"):
+        cli.main(["fit", "--config", config])
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("kept", ["epoch=0-step=1.ckpt", "hf"])
+def test_the_refusal_suggests_only_a_checkpoint_that_exists(kept, tmp_path, sort_task):
+    import shutil
+
+    import cli
+
+    config = str(fit_config(tmp_path, sort_task, steps=1))
+    cli.main(["fit", "--config", config])
+    run = tmp_path / "run"
+    if kept == "hf":
+        shutil.rmtree(run / "checkpoints")
+    else:
+        (run / "checkpoints" / "last.ckpt").rename(run / "checkpoints" / kept)
+    with pytest.raises(ValueError, match="already holds a run") as refused:
+        cli.main(["fit", "--config", config])
+    message = str(refused.value)
+    assert "last.ckpt" not in message
+    assert (f"--ckpt_path {run / 'checkpoints' / kept}" in message) == (kept != "hf")
+
+
+def test_a_second_fit_into_a_claimed_directory_stops_and_a_killed_claim_is_no_claim(tmp_path, sort_task):
+    """Two fits started at once: the second finds the first's claim (held here by the test as a running fit
+    would) and stops in one line naming its pid; a claim whose process was SIGKILLed does not block."""
+    import cli
+    from lit_align.run_dirs import RunDirLock
+
+    config = str(fit_config(tmp_path, sort_task, steps=1))
+    run = tmp_path / "run"
+    claim = RunDirLock(run).acquire()
+    try:
+        with pytest.raises(ValueError, match=f"{run} is being written by another fit \\(pid {os.getpid()}"):
+            cli.main(["fit", "--config", config])
+        assert not (run / "config.yaml").exists()
+        with pytest.raises(ValueError, match="another fit"):  # the claim holds within one process too
+            RunDirLock(run).acquire()
+    finally:
+        claim.release()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lit_align.run_dirs import RunDirLock; "
+                               "RunDirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(run)],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"pid {holder.pid}"):
+            RunDirLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    cli.main(["fit", "--config", config])  # the killed holder's claim went with it
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not list(tmp_path.glob(".run.fit.lock"))  # released at the end of the fit
+
+
+def test_claims_race(tmp_path):
+    """Many processes claim one directory at the same moment: exactly one gets it."""
+    script = ("import sys, time; from lit_align.run_dirs import RunDirLock\n"
+              "while time.time() < float(sys.argv[2]): pass\n"
+              "try:\n    RunDirLock(sys.argv[1]).acquire(); print('won', flush=True); time.sleep(3)\n"
+              "except ValueError:\n    print('lost', flush=True)\n")
+    import time
+
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run"), start], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert outcomes == ["lost"] * 5 + ["won"], outcomes

@@ -1,0 +1,113 @@
+"""A resume (or an evaluation) never silently runs other settings than the config's (lit_align.resume_config).
+
+One checkpoint is trained once; then a sweep of configs that differ from it in one or several
+settings (model source, loss, reference, optimiser, data) must each be refused in one line naming
+every differing key, with the run's files untouched; ``--use_checkpoint_config true`` takes the
+checkpoint's settings instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import cli
+from tests.test_cli_errors import assert_one_line, run_cli
+from tests.test_fit import fit_config
+from tests.test_run_files import snapshot
+
+FIT_DIFFERENCES = {  # command-line overrides -> the keys the refusal must name
+    "hidden size": (["--model.model.init_args.hidden_size", "64"], ["model.model.hidden_size"]),
+    "num heads": (["--model.model.init_args.num_heads", "4"], ["model.model.num_heads"]),
+    "model seed": (["--model.model.init_args.seed", "3"], ["model.model.seed"]),
+    "loss class": (["--model.loss", "lit_align.losses.IPO"], ["model.loss (config 'lit_align.losses.IPO'"]),
+    "epsilon-dpo": (["--model.loss", "lit_align.losses.EpsilonDPO"], ["model.loss"]),
+    "loss beta": (["--model.loss.init_args.beta", "0.3"], ["model.loss.beta"]),
+    "label smoothing": (["--model.loss.init_args.label_smoothing", "0.1"], ["model.loss.label_smoothing"]),
+    "reference class": (["--model.reference", "lit_align.reference.MovingReference"], ["model.reference"]),
+    "reference dtype": (["--model.reference.init_args.dtype", "bfloat16"], ["model.reference.dtype"]),
+    "lr": (["--model.lr", "0.5"], ["model.lr"]),
+    "schedule": (["--model.schedule", "linear"], ["model.schedule"]),
+    "betas": (["--model.betas", "[0.8, 0.9]"], ["model.betas"]),
+    "batch size": (["--data.init_args.batch_size", "2"], ["data.batch_size"]),
+    "max length": (["--data.init_args.max_length", "32"], ["data.max_length"]),
+    "data seed": (["--data.init_args.seed", "5"], ["data.seed"]),
+    "format": (["--data.init_args.format", "explicit"], ["data.format"]),
+    "several": (["--model.model.init_args.hidden_size", "64", "--model.loss.init_args.beta", "0.2",
+                 "--data.init_args.batch_size", "2", "--model.lr", "0.1"],
+                ["model.model.hidden_size", "model.loss.beta", "data.batch_size", "model.lr"]),
+}
+
+EVALUATE_DIFFERENCES = {k: v for k, v in FIT_DIFFERENCES.items()
+                        if all(key.startswith(("model.model", "model.loss", "model.reference")) for key in v[1])}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    from benchmarks.demos.sort_task import write_task
+
+    root = tmp_path_factory.mktemp("resume_config")
+    data = write_task(root / "data", train=16, val=8, test=8)
+    config = fit_config(root, data, steps=2)
+    cli.main(["fit", "--config", str(config)])
+    return {"root": root, "data": data, "config": str(config), "ckpt": str(root / "run" / "checkpoints" / "last.ckpt")}
+
+
+@pytest.mark.parametrize("name", list(FIT_DIFFERENCES))
+def test_resume_with_other_settings_is_refused_naming_each_key(name, trained, capsys):
+    args, keys = FIT_DIFFERENCES[name]
+    before = snapshot(trained["root"] / "run")
+    rc, lines = run_cli(["fit", "--config", trained["config"], "--ckpt_path", trained["ckpt"], *args], capsys)
+    line = assert_one_line(rc, lines, trained["ckpt"], "--use_checkpoint_config true", *keys)
+    assert line.count("(config ") == len(keys), line  # every differing key, and only those
+    assert snapshot(trained["root"] / "run") == before
+
+
+@pytest.mark.parametrize("name", list(EVALUATE_DIFFERENCES))
+def test_evaluate_with_another_model_loss_or_reference_is_refused(name, trained, capsys, tmp_path):
+    args, keys = EVALUATE_DIFFERENCES[name]
+    rc, lines = run_cli(["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"],
+                         "--output_dir", str(tmp_path / "eval"), *args], capsys)
+    assert_one_line(rc, lines, trained["ckpt"], *keys)
+
+
+def test_evaluate_may_use_other_data_and_a_resume_other_execution_settings(trained, tmp_path):
+    """Held-out data and execution knobs (activation checkpointing, chunk size) are not what a checkpoint is."""
+    cli.main(["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--data.init_args.batch_size", "2",
+              "--output_dir", str(tmp_path / "eval")])
+    assert (tmp_path / "eval" / "results.json").is_file()
+    cli.main(["fit", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--model.logps_chunk_size", "16",
+              "--model.activation_checkpointing", "true", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+
+
+def test_use_checkpoint_config_takes_the_checkpoints_settings(trained, tmp_path):
+    cli.main(["fit", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--use_checkpoint_config", "true",
+              "--model.model.init_args.hidden_size", "64", "--model.loss", "lit_align.losses.IPO",
+              "--data.init_args.batch_size", "2", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
+    assert saved["model"]["loss"]["class_path"] == "lit_align.losses.DPO"
+    assert saved["data"]["init_args"]["batch_size"] == 4
+    assert "use_checkpoint_config" not in saved  # a rerun from the saved config must opt in again
+
+
+def test_differences_unit():
+    from lit_align.resume_config import differences
+
+    recorded = {"model": {"model": {"class_path": "a.B", "init_args": {"n": 1, "only_in_ckpt": 2}},
+                          "loss": {"class_path": "l.DPO", "init_args": {"beta": 0.1}}, "lr": 1e-3, "compile": False}}
+    configured = {"model": {"model": {"class_path": "a.B", "init_args": {"n": 1.0, "new_setting": 5}},
+                            "loss": {"class_path": "l.IPO", "init_args": {"beta": 0.5}}, "lr": 1e-3, "compile": True}}
+    # equal numbers of other types agree; keys of one side only and execution knobs are not compared;
+    # another loss class is one difference, its init args not listed
+    assert differences(configured, recorded) == ["model.loss (config 'l.IPO', checkpoint 'l.DPO')"]
+    configured["model"]["lr"] = 2e-3
+    assert differences(configured, recorded, only=("model.model.", "model.loss.")) == ["model.loss (config 'l.IPO', checkpoint 'l.DPO')"]
+    assert len(differences(configured, recorded)) == 2
+
+
+def test_evaluate_with_use_checkpoint_config_evaluates_the_checkpoints_model(trained, tmp_path):
+    cli.main(["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--use_checkpoint_config", "true",
+              "--model.model.init_args.hidden_size", "64", "--output_dir", str(tmp_path / "eval")])
+    saved = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())
+    assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
