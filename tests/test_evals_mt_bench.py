@@ -143,7 +143,7 @@ def test_full_mt_bench_80_questions_single(tiny, tmp_path):
         return None
 
     task = MTBench(question_file=str(MT / "question.jsonl"), reference_file=str(MT / "reference_answer" / "gpt-4.jsonl"),
-                   judge=None, max_new_tokens=6, batch_size=16, seed=0)
+                   judge=None, max_new_tokens=6, batch_size=16, seed=0, min_coverage=0.99)
     with FakeOpenAIServer(responder=respond, fault=fault) as server:
         task.judge = _judge(server.base_url)
         res = run_suite(model, tok, [task], tmp_path / "eval")
@@ -154,6 +154,7 @@ def test_full_mt_bench_80_questions_single(tiny, tmp_path):
     assert res["complete"] and sent_first == 160 + 5
     assert m["mt_bench/judge_retries"] == 5 and m["mt_bench/judge_failures"] == 0
     assert m["mt_bench/parse_failures"] == 1 and m["mt_bench/n_ratings"] == 159
+    assert m["mt_bench/coverage"] == pytest.approx(159 / 160) and m["mt_bench/min_coverage"] == 0.99  # accepted, reported
     assert m["mt_bench/score_turn1"] == pytest.approx((30 * 4 + 49 * 6) / 79)
     assert m["mt_bench/score_turn2"] == 8.0
     assert m["mt_bench/score"] == pytest.approx((30 * 4 + 49 * 6 + 80 * 8) / 159)
