@@ -11,6 +11,8 @@ named SmolLM ...", about 20 tokens of a 45-token prompt) when the conversation h
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -73,14 +75,15 @@ def generate_shared(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
+    # transformers >= 5.2x calls the argument ``cache`` (``past_key_values`` is deprecated there), older ones not
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     # positions as generate derives them from the mask (left padding), so the cache equals its own
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
-          past_key_values=cache, use_cache=True)
+          use_cache=True, **{name: cache})
     cache.batch_repeat_interleave(k)
     return model.generate(input_ids=input_ids.repeat_interleave(k, dim=0),
-                          attention_mask=attention_mask.repeat_interleave(k, dim=0), past_key_values=cache,
-                          **generate_kwargs)
+                          attention_mask=attention_mask.repeat_interleave(k, dim=0), **{name: cache}, **generate_kwargs)
 
 
 @torch.no_grad()
