@@ -3,8 +3,10 @@
 Works with OpenAI, vLLM (``vllm serve``), SGLang, llama.cpp server, Ollama ... Requests run
 concurrently (bounded by a semaphore) with a per-request timeout; 429, 5xx, timeouts and dropped
 connections are retried with exponential backoff and full jitter ("Exponential Backoff And Jitter",
-AWS Architecture Blog, 2015), honouring ``Retry-After``. Every answered request is stored in a
-``JudgeCache`` before it is returned, so reruns and restarts send no request twice.
+AWS Architecture Blog, 2015), honouring ``Retry-After``. Every reply is read field by field
+(``evals.judge.reply``) and, when the caller's ``validate`` accepts it as a verdict, stored in a
+``JudgeCache`` before it is returned, so reruns and restarts send no answered request twice; junk
+replies are not stored, so the next run asks again.
 
 The API key is read from the environment variable *named* by ``api_key_env`` at request time; it is
 never stored on the object, in caches, results or logs. A key written in ``api_key`` or typed into
@@ -34,15 +36,6 @@ Validator = Callable[["JudgeResponse"], "str | None"]
 
 class JudgeKeyMissing(EvalError, RuntimeError):
     """The environment variable named by ``api_key_env`` is not set."""
-
-
-def unanswered_reason(judge: "JudgeClient", responses: list["JudgeResponse"]) -> str | None:
-    """Why a judging run is not a result: how many requests got no answer and the last error; None if all did."""
-    failed = [r for r in responses if r.error is not None]
-    if not failed:
-        return None
-    return (f"the judge ({judge.model}) did not answer {len(failed)} of {len(responses)} requests "
-            f"(last error: {failed[-1].error}); rerun to retry them (answers already received are cached)")
 
 
 @dataclass(frozen=True)
