@@ -137,7 +137,7 @@ class AlpacaEval(GenerationTask):
                 LC GLM.
             min_coverage: Fraction of instructions that need a valid preference for the task to be complete; the
                 coverage is reported next to the win rate. 1.0: all of them.
-            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
+            kwargs: seed, limit, use_vllm, system_prompt, template_system (evals.generation.GenerationTask).
         """
         super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.instructions_file = instructions_file

@@ -60,7 +60,7 @@ class MTBench(GenerationTask):
             min_coverage: Fraction of judged items (single: question turns; pairwise: question turns with both
                 orders) that need a valid, in-range verdict for the task to be complete; the coverage is reported
                 next to the score. 1.0: all of them.
-            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
+            kwargs: seed, limit, use_vllm, system_prompt, template_system (evals.generation.GenerationTask).
         """
         super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.question_file = question_file
