@@ -129,3 +129,14 @@ def test_bad_extraction_settings_are_refused(kwargs, message):
 
     with pytest.raises(EvalError, match=message):
         VerifierTask("x.jsonl", **kwargs)
+
+
+def test_sampling_benchmark_runs_and_reports_its_command(tmp_path):
+    from benchmarks.sampling_share import main
+
+    out = tmp_path / "share.json"
+    result = main(["--tiny", "--prompts", "2", "--samples", "3", "--new_tokens", "2", "--rounds", "1", "--out", str(out)])
+    assert result["command"].startswith("python -m benchmarks.sampling_share --tiny")
+    assert set(result["cpu_s_per_sample"]) == {"shared_prompt", "shared_prompt_template_system", "repeated_prompt",
+                                               "repeated_prompt_template_system"}
+    assert result["speedup_shared_prompt"] > 0 and out.is_file()
