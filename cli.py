@@ -220,6 +220,13 @@ def concise(message: str) -> str:
     return f"{key.group(1)} = {value.group(1)} cannot be imported: package {missing.group(1)!r} is not installed"
 
 
+def data_unused(subcommand: str, config) -> bool:
+    """Whether ``subcommand`` runs without the preference pairs: an export, or an evaluate with validation off."""
+    if subcommand == "export":
+        return True
+    return subcommand == "evaluate" and (config.get("trainer") or {}).get("limit_val_batches") in (0, 0.0)
+
+
 class AlignCLI(LightningCLI):
     """LightningCLI plus ``evaluate``; an evaluation writes into a directory of its own, a fit refuses
     to replace another run's files (lit_align.run_dirs)."""
@@ -249,6 +256,10 @@ class AlignCLI(LightningCLI):
         checkpoint = (self.config[subcommand] if subcommand else self.config).get("checkpoint")
         if checkpoint is not None:  # before Lightning's ModelCheckpoint refuses it with a traceback
             check_checkpoint_settings(dict(checkpoint))
+        if subcommand and data_unused(subcommand, self.config[subcommand]):
+            # the data module reads (and checks) its files when built: a command that never runs a held-out
+            # pass must not need them (a recipe's evaluate with validation off, an export)
+            self.config[subcommand]["data"] = None
         # jsonargparse reports a failed instantiation with the whole offending value (a task list with
         # its base_url, say): mask credentials and drop the chained original, which holds them too
         try:

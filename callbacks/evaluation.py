@@ -46,10 +46,10 @@ def evaluate_checkpoint(trainer: L.Trainer, model: L.LightningModule, datamodule
     """The ``evaluate`` subcommand (its arguments are documented on ``cli.EvaluatingTrainer.evaluate``)."""
     lightning_ckpt = load_for_evaluation(model, ckpt_path, weights_only)
     metrics: dict = {}
-    if datamodule is not None:
+    if datamodule is not None and not validation_disabled(trainer):
         results = trainer.validate(model, datamodule=datamodule, ckpt_path=lightning_ckpt, weights_only=weights_only)
-        metrics.update({k: float(v) for k, v in results[0].items()})
-    elif model.policy is None:
+        metrics.update({k: float(v) for r in results for k, v in r.items()})  # [] when no batch ran
+    if model.policy is None:
         model.configure_model()
     out = Path(output_dir) if output_dir else Path(trainer.log_dir or trainer.default_root_dir) / "eval"
     run_info = {"ckpt_path": ckpt_path, "model": type(model.model_source).__name__}
@@ -57,6 +57,11 @@ def evaluate_checkpoint(trainer: L.Trainer, model: L.LightningModule, datamodule
     results = evaluate_policy(trainer, model, tasks or [], out, metrics, run_info, show=True)
     refuse_incomplete(results, out)  # after the ranks have met: rank 0 alone raises, nobody waits for it
     return results
+
+
+def validation_disabled(trainer: L.Trainer) -> bool:
+    """``trainer.limit_val_batches: 0`` (as a recipe may set for its fit): no held-out pass, only the tasks."""
+    return trainer.limit_val_batches == 0
 
 
 def refuse_incomplete(results: dict, out: Path) -> None:

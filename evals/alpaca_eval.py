@@ -19,8 +19,9 @@ from typing import Any
 from evals.alpaca_metrics import winrate_metrics
 from evals.base import TaskFailed, write_json_atomic
 from evals.generation import AnswerStore, GenerationTask
-from evals.judge.client import JudgeClient, JudgeRequest, unanswered_reason
-from evals.judge.parsing import alpaca_preference
+from evals.judge.client import JudgeClient, JudgeRequest
+from evals.judge.coverage import check_min_coverage, coverage_reason
+from evals.judge.parsing import alpaca_preference, alpaca_problem
 
 DEFAULT_PROMPT_VERSION = "lit-align-alpaca-eval-v1"
 DEFAULT_SYSTEM = ("You are an impartial assistant that ranks the outputs of large language models by how good a "
@@ -114,6 +115,7 @@ class AlpacaEval(GenerationTask):
         batch_size: int = 8,
         difficulty_file: str | None = None,
         gamed_annotations_files: list[str] | None = None,
+        min_coverage: float = 1.0,
         **kwargs: Any,
     ) -> None:
         """
@@ -133,7 +135,9 @@ class AlpacaEval(GenerationTask):
             difficulty_file: csv with instruction_difficulty (by index or instruction): enables the full LC GLM.
             gamed_annotations_files: Annotations of the gamed (verbose, concise) baselines vs the baseline: full
                 LC GLM.
-            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
+            min_coverage: Fraction of instructions that need a valid preference for the task to be complete; the
+                coverage is reported next to the win rate. 1.0: all of them.
+            kwargs: seed, limit, use_vllm, system_prompt, template_system (evals.generation.GenerationTask).
         """
         super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.instructions_file = instructions_file
@@ -146,6 +150,7 @@ class AlpacaEval(GenerationTask):
         self.temperature = temperature
         self.difficulty_file = difficulty_file
         self.gamed_annotations_files = gamed_annotations_files
+        self.min_coverage = check_min_coverage(type(self).__name__, min_coverage)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -176,13 +181,14 @@ class AlpacaEval(GenerationTask):
         store = AnswerStore(output_dir / "model_outputs.jsonl", id_key="index")
         items = [{"id": i, "turns": [r["instruction"]], "temperature": self.temperature} for i, r in enumerate(instructions)]
         outputs = self.answer(model, tokenizer, items, store)
+        answers_identity = store.identity
 
         rows, jobs = [], []
         for i, (ins, base) in enumerate(zip(instructions, baseline)):
             output = outputs[i][0]
             row = {"index": ins.get("index", i), "instruction": ins["instruction"], "dataset": ins.get("dataset"), "output_1": base["output"],
                    "generator_1": base.get("generator", "baseline"), "output_2": output, "generator_2": self.generator,
-                   "annotator": self.judge.model, "is_swapped": is_swapped(ins["instruction"], self.seed), "preference": None}
+                   "annotator": self.judge.model, "model": answers_identity, "is_swapped": is_swapped(ins["instruction"], self.seed), "preference": None}
             rows.append(row)
             if output == base["output"]:
                 row["preference"] = 1.5  # identical outputs: a draw, not worth a request
@@ -193,11 +199,13 @@ class AlpacaEval(GenerationTask):
                                    max_tokens=1 if self.use_logprobs else 50, logprobs=self.use_logprobs,
                                    top_logprobs=5 if self.use_logprobs else None)
             jobs.append((row, request))
-        responses, stats = self.judge.judge([r for _, r in jobs], output_dir / "judge_cache.jsonl")
+        responses, stats = self.judge.judge([r for _, r in jobs], output_dir / "judge_cache.jsonl",
+                                            validate=lambda r: alpaca_problem(r.content, r.top_logprobs))
         parse_failures = 0
         for (row, _), resp in zip(jobs, responses):
-            pref = alpaca_preference(resp.content, resp.top_logprobs)
-            row["raw_completion"] = {"content": resp.content, "top_logprobs": resp.top_logprobs, "error": resp.error}
+            pref = alpaca_preference(resp.content, resp.top_logprobs) if resp.error is None and resp.invalid is None else None
+            row["raw_completion"] = {"content": resp.content, "top_logprobs": resp.top_logprobs, "error": resp.error,
+                                     "invalid": resp.invalid}
             if pref is None:
                 parse_failures += resp.error is None
                 continue
@@ -210,11 +218,12 @@ class AlpacaEval(GenerationTask):
         metrics.update(lc_metrics(judged, self.difficulty_file, self.gamed_annotations_files, self.seed))
         metrics.update(parse_failures=parse_failures,
                        **{f"judge_{k}": v for k, v in vars(stats).items()})
+        # a win rate over the answered part is no result
+        extra, reason = coverage_reason(self.name, self.judge.model, responses, len(rows), len(judged), self.min_coverage,
+                                        str(output_dir / "annotations.json"))
+        metrics.update(extra)
         write_json_atomic(output_dir / "metrics.json", {"metrics": metrics, "judge": self.judge.model,
                                                         "prompt_version": prompt_version})
-        reason = unanswered_reason(self.judge, responses)  # a win rate over the answered part is no result
-        if reason is None and jobs and len(judged) == len(rows) - len(jobs):  # no judged pair besides identical ones
-            reason = f"none of the judge's {len(jobs)} replies could be parsed as a preference (see {output_dir / 'annotations.json'})"
         if reason is not None:
-            raise TaskFailed(f"{self.name}: {reason}", metrics)
+            raise TaskFailed(reason, metrics)
         return metrics

@@ -1,105 +1,34 @@
-"""Batched greedy / sampled generation through the tokenizer's chat template.
+"""Generation engines and the multi-turn answering of generation tasks.
 
-HF ``generate`` on the in-memory model by default, vLLM's offline engine when installed; multi-turn
-answers (MT-Bench protocol, Zheng et al. 2023: turn 2 sees the model's own turn-1 answer) are stored
-in a resumable jsonl.
+HF ``generate`` on the in-memory model by default (``evals.sampling``), vLLM's offline engine when
+installed; multi-turn answers (MT-Bench protocol, Zheng et al. 2023: turn 2 sees the model's own turn-1
+answer) are stored in a resumable jsonl bound to the model's identity (``evals.answers``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import zlib
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from evals.answers import AnswerStore, model_identity
 from evals.base import EvalError, EvalTask
+from evals.sampling import generate, render_prompt, without_template_system
 
-
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The chat-template text that asks the model for its next assistant turn."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-@torch.no_grad()
-def generate(
-    model,
-    tokenizer,
-    conversations: list[list[dict[str, str]]],
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    batch_size: int = 16,
-    seed: int = 0,
-) -> list[str]:
-    """One completion per conversation; temperature 0 is greedy. Prompts are left-padded."""
-    device = next(model.parameters()).device
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for start in range(0, len(conversations), batch_size):
-            texts = [render_prompt(tokenizer, conv) for conv in conversations[start : start + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            new_tokens = out[:, enc["input_ids"].shape[1] :]  # (b, <=max_new_tokens)
-            outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = padding_side
-        torch.random.set_rng_state(generator_state)
-    return outputs
-
-
-class AnswerStore:
-    """Append-only, fsynced jsonl of generated answers keyed by ``id``, so generation resumes.
-
-    A kill mid-generation loses at most the batch being generated; a torn last line is ignored.
-    """
-
-    def __init__(self, path: str | os.PathLike, id_key: str = "question_id") -> None:
-        self.path = Path(path)
-        """The jsonl file."""
-        self.id_key = id_key
-        """Field that identifies a row."""
-        self.rows: dict[Any, dict[str, Any]] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # torn final line: regenerated
-                    self.rows[row[id_key]] = row
-
-    def __contains__(self, item_id: Any) -> bool:
-        return item_id in self.rows
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                self.rows[row[self.id_key]] = row
-            f.flush()
-            os.fsync(f.fileno())
+__all__ = ["AnswerStore", "GenerationTask", "HFEngine", "VLLMEngine", "generate", "generate_multi_turn", "render_prompt",
+           "select_engine"]
 
 
 class HFEngine:
     """Generation with Hugging Face ``generate`` on the in-memory model (always available)."""
 
+    name = "hf"
+
+    def __init__(self, template_system: bool = False) -> None:
+        self.template_system = template_system
+
     def generate(self, model, tokenizer, conversations: list[list[dict[str, str]]], max_new_tokens: int,
                  temperature: float, batch_size: int, seed: int) -> list[str]:
-        return generate(model, tokenizer, conversations, max_new_tokens, temperature, batch_size, seed)
+        return generate(model, tokenizer, conversations, max_new_tokens, temperature, batch_size, seed, self.template_system)
 
 
 class VLLMEngine:
@@ -109,7 +38,10 @@ class VLLMEngine:
     trained) is exported to a temporary folder first: what is scored is what is in memory.
     """
 
-    def __init__(self) -> None:
+    name = "vllm"
+
+    def __init__(self, template_system: bool = False) -> None:
+        self.template_system = template_system
         self._llm = None
         self._tmp = None
 
@@ -129,6 +61,8 @@ class VLLMEngine:
                  temperature: float, batch_size: int, seed: int) -> list[str]:
         from vllm import SamplingParams
 
+        if not self.template_system:
+            conversations = [without_template_system(tokenizer, c) for c in conversations]
         params = SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed)
         outputs = self._engine(model, tokenizer).chat(conversations, params, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
@@ -140,13 +74,16 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def select_engine(use_vllm: bool | None = None) -> HFEngine | VLLMEngine:
-    """``None``: vLLM when it is installed, HF otherwise; ``True`` insists on vLLM; ``False`` HF."""
+def select_engine(use_vllm: bool | None = None, template_system: bool = False) -> HFEngine | VLLMEngine:
+    """``None``: vLLM when it is installed, HF otherwise; ``True`` insists on vLLM; ``False`` HF.
+
+    ``template_system``: keep the default system prompt a chat template inserts (else an empty one is sent).
+    """
     if use_vllm is None:
         use_vllm = vllm_available()
     elif use_vllm and not vllm_available():
         raise RuntimeError("use_vllm=True but vllm is not installed (pip install 'lit-align[vllm]')")
-    return VLLMEngine() if use_vllm else HFEngine()
+    return VLLMEngine(template_system) if use_vllm else HFEngine(template_system)
 
 
 def generate_multi_turn(
@@ -210,6 +147,8 @@ class GenerationTask(EvalTask):
         seed: int = 0,
         limit: int | None = None,
         use_vllm: bool | None = None,
+        system_prompt: str | None = None,
+        template_system: bool = False,
     ) -> None:
         """
         Args:
@@ -219,6 +158,9 @@ class GenerationTask(EvalTask):
                 AlpacaEval also seeds its position swap with it.
             limit: Only the first N items (instructions, questions).
             use_vllm: None: vLLM's offline engine when installed, else HF generate; True/False to force.
+            system_prompt: A system turn put before every conversation; None: none.
+            template_system: Without ``system_prompt``, keep the default system prompt some chat templates insert
+                (SmolLM2's "You are a helpful AI assistant named SmolLM ..."); False sends an empty system turn.
         """
         for name, value, least in (("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1), ("limit", limit, 0)):
             if value is not None and not (isinstance(value, int) and value >= least):  # else it fails deep in generate
@@ -228,6 +170,15 @@ class GenerationTask(EvalTask):
         self.seed = seed
         self.limit = limit
         self.use_vllm = use_vllm
+        self.system_prompt = system_prompt
+        self.template_system = template_system
+
+    def identity(self, model, tokenizer, engine: str | None = None) -> str:
+        """The identity saved answers are keyed by: the weights, the chat template and these generation settings."""
+        engine = engine or select_engine(self.use_vllm).name
+        settings = {"max_new_tokens": self.max_new_tokens, "seed": self.seed, "engine": engine,
+                    "system_prompt": self.system_prompt, "template_system": self.template_system}
+        return model_identity(model, tokenizer, settings)
 
     def answer(
         self,
@@ -237,6 +188,12 @@ class GenerationTask(EvalTask):
         store: AnswerStore,
         extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> dict[Any, list[str]]:
-        """``generate_multi_turn`` with this task's settings: ``{id: [answer per turn]}``."""
-        return generate_multi_turn(model, tokenizer, items, store, select_engine(self.use_vllm), self.max_new_tokens,
-                                   self.batch_size, self.seed, extra=extra)
+        """``generate_multi_turn`` with this task's settings: ``{id: [answer per turn]}``.
+
+        The store is bound to the model's identity first (weights, chat template, these settings): answers
+        another model wrote into the same folder are refused, never scored as this one's.
+        """
+        engine = select_engine(self.use_vllm, self.template_system)
+        store.bind(self.identity(model, tokenizer, engine.name))
+        return generate_multi_turn(model, tokenizer, items, store, engine, self.max_new_tokens, self.batch_size, self.seed,
+                                   system_prompt=self.system_prompt, extra=extra)

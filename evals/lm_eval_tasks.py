@@ -5,7 +5,9 @@ Tasks and groups (arc_challenge, hellaswag, the ``leaderboard`` group ...) or lo
 with ``HFLM(pretrained=<model>, tokenizer=<tokenizer>)``. The flags whose defaults changed across
 lm-eval versions (``apply_chat_template``, ``fewshot_as_multiturn``) are set explicitly and
 recorded with the lm-eval version. A task that cannot be built here (a hub dataset offline, an
-unknown name) is reported as skipped with its reason while the others run.
+unknown name) is a failed task: the others run, their numbers are kept under ``failed``, and the
+evaluation is not complete. Local task data: a folder of task YAML files named in ``include_path``
+(``evals/local_tasks/`` ships one, ``arith_mc``, with its data).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evals.base import EvalTask, TaskSkipped, write_json_atomic
+from evals.base import EvalTask, TaskFailed, write_json_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -60,7 +62,7 @@ class LmEvalTasks(EvalTask):
         """
         Args:
             tasks: lm-eval task or group names (e.g. arc_challenge, leaderboard, or a local task's name).
-            include_path: Folders of local task YAML files.
+            include_path: Folders of local task YAML files (e.g. evals/local_tasks, whose arith_mc runs offline).
             include_defaults: Index lm-eval's built-in tasks too (8-14 s); False for local tasks only.
             num_fewshot: Few-shot examples (None: each task's default; v1 leaderboard: arc 25, hellaswag 10,
                 mmlu 5 ...).
@@ -101,21 +103,21 @@ class LmEvalTasks(EvalTask):
         return TaskManager(include_path=include or None, include_defaults=self.include_defaults)
 
     def buildable(self, task_manager) -> tuple[list[str], dict[str, str]]:
-        """Split the requested tasks into those that build here and skipped ones with reasons."""
+        """Split the requested tasks into those that build here and the others with reasons."""
         from lm_eval.tasks import get_task_dict
 
-        ok, skipped = [], {}
+        ok, failed = [], {}
         for task in self.tasks:
             if task not in task_manager.all_tasks:
-                skipped[task] = "unknown task or group (not in lm-eval's index or the include_path)"
+                failed[task] = "unknown task or group (not in lm-eval's index or the include_path)"
                 continue
             try:
                 get_task_dict([task], task_manager)
             except Exception as err:  # offline hub datasets fail in many ways (ConnectionError, OSError ...)
-                skipped[task] = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+                failed[task] = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
             else:
                 ok.append(task)
-        return ok, skipped
+        return ok, failed
 
     def run(self, model, tokenizer, output_dir: Path) -> dict[str, Any]:
         import lm_eval
@@ -124,9 +126,13 @@ class LmEvalTasks(EvalTask):
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         task_manager = self._task_manager()
-        tasks, skipped = self.buildable(task_manager)
+        tasks, unbuildable = self.buildable(task_manager)
+        why = "; ".join(f"{t}: {r}" for t, r in unbuildable.items())
+        failed = (f"{self.name}: {len(unbuildable)} of {len(self.tasks)} lm-eval tasks cannot run here ({why}); "
+                  f"a hub dataset needs network or a local copy: point a task YAML at local files (dataset_path: json, "
+                  f"dataset_kwargs.data_files) and name its folder in include_path")
         if not tasks:
-            raise TaskSkipped("; ".join(f"{t}: {r}" for t, r in skipped.items()) or "no tasks")
+            raise TaskFailed(failed)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size, max_length=self.max_length)
         out = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, num_fewshot=self.num_fewshot, limit=self.limit, task_manager=task_manager,
@@ -141,11 +147,12 @@ class LmEvalTasks(EvalTask):
                     f.write(json.dumps({k: s.get(k) for k in ("doc_id", "target", "resps", "filtered_resps", "doc")},
                                        default=str) + "\n")
         record = {
-            "metrics": metrics, "skipped": skipped, "n-shot": out.get("n-shot"), "versions": out.get("versions"),
+            "metrics": metrics, "failed": unbuildable, "n-shot": out.get("n-shot"), "versions": out.get("versions"),
             "configs": out.get("configs"), "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
             "flags": {"apply_chat_template": self.apply_chat_template, "fewshot_as_multiturn": self.fewshot_as_multiturn,
                       "num_fewshot": self.num_fewshot, "limit": self.limit, "batch_size": self.batch_size},
         }
         write_json_atomic(output_dir / "lm_eval_results.json", record)
-        metrics.update({f"skipped/{t}": r for t, r in skipped.items()})
+        if unbuildable:  # the tasks that ran keep their numbers, under failed: the suite is not complete
+            raise TaskFailed(failed, metrics)
         return metrics

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from evals.base import TaskFailed, write_json_atomic, write_jsonl_atomic
 from evals.generation import AnswerStore, GenerationTask
-from evals.judge.client import JudgeClient, unanswered_reason
+from evals.judge.client import JudgeClient
+from evals.judge.coverage import check_min_coverage, coverage_reason
 from evals.judge.mt_bench_prompts import load_judge_prompts
-from evals.judge.parsing import parse_pair_verdict, parse_rating
+from evals.judge.parsing import pair_verdict_problem, parse_pair_verdict, parse_rating, rating_problem
 from evals.mt_bench_data import DEFAULT_TEMPERATURE, MT_BENCH_TEMPERATURES, load_answers, load_questions
 from evals.mt_bench_judging import pair_outcome, pair_requests, pair_scores, single_requests, single_scores
 
@@ -37,6 +38,7 @@ class MTBench(GenerationTask):
         temperatures: dict[str, float] | None = None,
         batch_size: int = 8,
         judge_max_tokens: int = 2048,
+        min_coverage: float = 1.0,
         **kwargs: Any,
     ) -> None:
         """
@@ -55,7 +57,10 @@ class MTBench(GenerationTask):
             temperatures: Per-category temperature overrides of FastChat's table (unknown categories: 0.7).
             batch_size: Conversations generated together.
             judge_max_tokens: Judge reply budget (FastChat: 2048); the judge runs at temperature 0.
-            kwargs: seed, limit, use_vllm (evals.generation.GenerationTask).
+            min_coverage: Fraction of judged items (single: question turns; pairwise: question turns with both
+                orders) that need a valid, in-range verdict for the task to be complete; the coverage is reported
+                next to the score. 1.0: all of them.
+            kwargs: seed, limit, use_vllm, system_prompt, template_system (evals.generation.GenerationTask).
         """
         super().__init__(max_new_tokens=max_new_tokens, batch_size=batch_size, **kwargs)
         self.question_file = question_file
@@ -68,6 +73,7 @@ class MTBench(GenerationTask):
         self.model_id = model_id
         self.temperatures = temperatures
         self.judge_max_tokens = judge_max_tokens
+        self.min_coverage = check_min_coverage(type(self).__name__, min_coverage)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -94,21 +100,25 @@ class MTBench(GenerationTask):
                   "category": q["category"]} for q in questions]
         answers = self.answer(model, tokenizer, items, store,
                               extra=lambda it: {"category": it["category"], "model_id": self.model_id})
+        answers_identity = store.identity
 
         if self.mode == "single":
             jobs = single_requests(questions, answers, references, prompts, self.judge_max_tokens)
         else:
             jobs = pair_requests(questions, answers, baseline, references, prompts, self.judge_max_tokens)
-        responses, stats = self.judge.judge([j["request"] for j in jobs], output_dir / "judge_cache.jsonl")
+        problem = (lambda r: rating_problem(r.content)) if self.mode == "single" else (lambda r: pair_verdict_problem(r.content))
+        responses, stats = self.judge.judge([j["request"] for j in jobs], output_dir / "judge_cache.jsonl", validate=problem)
 
         rows = []
         for job, resp in zip(jobs, responses):
             row = {k: v for k, v in job.items() if k != "request"}
-            row.update(judge=self.judge.model, judgment=resp.content, error=resp.error)
+            row.update(judge=self.judge.model, model=answers_identity, judgment=resp.content, error=resp.error,
+                       invalid=resp.invalid)
+            valid = resp.error is None and resp.invalid is None  # an out-of-range [[999]] is no rating
             if self.mode == "single":
-                row["rating"] = parse_rating(resp.content)
+                row["rating"] = parse_rating(resp.content) if valid else None
             else:
-                row["verdict"] = parse_pair_verdict(resp.content)
+                row["verdict"] = parse_pair_verdict(resp.content) if valid else None
             rows.append(row)
         write_jsonl_atomic(output_dir / "judgments.jsonl", rows)
 
@@ -128,6 +138,12 @@ class MTBench(GenerationTask):
             chart_series = {"adjusted win rate": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("category/")}}
             chart_title, ylim = f"MT-Bench pairwise vs baseline ({self.judge.model})", (0, 1)
         metrics.update({f"judge_{k}": v for k, v in vars(stats).items()})
+        # a score over the judgments that happened to come back is not the benchmark's score
+        n_items = len(rows) if self.mode == "single" else len(outcomes)
+        n_valid = metrics["n_ratings"] if self.mode == "single" else metrics["wins"] + metrics["losses"] + metrics["ties"]
+        extra, reason = coverage_reason(self.name, self.judge.model, responses, n_items, n_valid, self.min_coverage,
+                                        str(output_dir / "judgments.jsonl"))
+        metrics.update(extra)
         try:
             from evals.charts import bar_chart
 
@@ -136,11 +152,7 @@ class MTBench(GenerationTask):
             pass
         write_json_atomic(output_dir / "metrics.json", {"metrics": metrics, "judge": self.judge.model,
                                                         "prompt_version": prompt_version, "mode": self.mode})
-        # a score over the judgments that happened to come back is not the benchmark's score
-        reason = unanswered_reason(self.judge, responses)
-        if reason is None and not (metrics["n_ratings"] if self.mode == "single" else metrics["wins"] + metrics["losses"] + metrics["ties"]):
-            reason = f"none of the judge's {len(responses)} replies could be parsed as a verdict (see {output_dir / 'judgments.jsonl'})"
         if reason is not None:
-            raise TaskFailed(f"{self.name}: {reason}", metrics)
+            raise TaskFailed(reason, metrics)
         return metrics
 

@@ -120,9 +120,13 @@ def test_judge_flow_with_logprobs_swap_identical_and_malformed(tmp_path):
     baseline = json.loads(base_path.read_text())
     out_dir = tmp_path / "eval" / "alpaca_eval"
     out_dir.mkdir(parents=True)
-    # pre-stored model outputs (the resumable store): row 0 equals the baseline (draw, not sent)
+    task = AlpacaEval(instructions_file=str(ins_path), baseline_outputs_file=str(base_path), judge=None,
+                      judge_prompt_file=str(AE / "alpaca_eval_clf_prompt.txt"), max_new_tokens=4, min_coverage=0.95)
+    # pre-stored model outputs of this model (the resumable store): row 0 equals the baseline (draw, not sent)
     outputs = [baseline[0]["output"]] + [f"short answer {i}" for i in range(1, n)]
-    (out_dir / "model_outputs.jsonl").write_text("".join(json.dumps({"index": i, "turns": [o]}) + "\n" for i, o in enumerate(outputs)))
+    identity = task.identity(model, tok)
+    (out_dir / "model_outputs.jsonl").write_text("".join(json.dumps({"index": i, "turns": [o], "identity": identity}) + "\n"
+                                                         for i, o in enumerate(outputs)))
     firsts = []
 
     def respond(body):
@@ -136,8 +140,6 @@ def test_judge_flow_with_logprobs_swap_identical_and_malformed(tmp_path):
         return {"content": "m" if p_m > 0.5 else "M",
                 "top_logprobs": [{"token": "m", "logprob": math.log(p_m)}, {"token": "M", "logprob": math.log(1 - p_m)}]}
 
-    task = AlpacaEval(instructions_file=str(ins_path), baseline_outputs_file=str(base_path), judge=None,
-                      judge_prompt_file=str(AE / "alpaca_eval_clf_prompt.txt"), max_new_tokens=4)
     with FakeOpenAIServer(responder=respond) as server:
         task.judge = JudgeClient(model="judge-x", base_url=server.base_url, api_key_env="FAKE_JUDGE_KEY", timeout=5)
         res = run_suite(model, tok, [task], tmp_path / "eval")
@@ -145,7 +147,8 @@ def test_judge_flow_with_logprobs_swap_identical_and_malformed(tmp_path):
         assert all(r["body"]["max_tokens"] == 1 and r["body"]["top_logprobs"] == 5 for r in server.log)
     m = res["metrics"]
     assert 0 < sum(firsts) < len(firsts)  # both positions used
-    judged = n - 1  # row 5 unparseable
+    judged = n - 1  # row 5 unparseable: 23 of 24 covered, accepted by min_coverage 0.95 and reported
+    assert res["complete"] and m["alpaca_eval/coverage"] == pytest.approx(judged / n) and m["alpaca_eval/min_coverage"] == 0.95
     assert m["alpaca_eval/parse_failures"] == 1 and m["alpaca_eval/n_total"] == judged
     assert m["alpaca_eval/win_rate"] == pytest.approx(100 * (0.5 + 0.2 * (judged - 1)) / judged)
     assert (m["alpaca_eval/n_wins"], m["alpaca_eval/n_draws"], m["alpaca_eval/n_wins_base"]) == (0, 1, judged - 1)

@@ -40,7 +40,7 @@ def test_engine_selection_with_vllm_and_its_call(monkeypatch, tmp_path):
         def save_pretrained(self, d):
             (tmp_path / "saved").write_text(d)
 
-    out = VLLMEngine().generate(Saveable(), Saveable(), [[{"role": "user", "content": "hi"}]] * 2, 7, 0.7, 4, 3)
+    out = VLLMEngine(template_system=True).generate(Saveable(), Saveable(), [[{"role": "user", "content": "hi"}]] * 2, 7, 0.7, 4, 3)
     assert out == ["out0", "out1"] and calls["params"] == {"temperature": 0.7, "max_tokens": 7, "seed": 3}
     assert calls["dir"] == (tmp_path / "saved").read_text()  # the in-memory weights were exported first
 

@@ -57,7 +57,7 @@ def test_flatten_keeps_non_default_filters():
 
 
 @pytest.mark.slow
-def test_local_task_matches_lm_eval_cli_and_hub_task_is_skipped(tmp_path, monkeypatch):
+def test_local_task_matches_lm_eval_cli_and_hub_task_fails(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lit_align.models import save_tiny
@@ -71,11 +71,12 @@ def test_local_task_matches_lm_eval_cli_and_hub_task_is_skipped(tmp_path, monkey
     task = LmEvalTasks(tasks=["tiny_mc", "arc_easy", "no_such_task_xyz"], include_path=[str(tasks_dir)],
                        include_defaults=True, num_fewshot=0, batch_size=2, bootstrap_iters=0)
     res = run_suite(model, tok, [task], tmp_path / "eval")
-    m = res["metrics"]
-    assert "lm_eval/skipped/arc_easy" in m and "lm_eval/skipped/no_such_task_xyz" in m
+    assert not res["complete"] and not res["skipped"]  # a task that cannot load is a failed one, never skipped
+    reason = res["failed"]["lm_eval"]["reason"]
+    assert "2 of 3 lm-eval tasks cannot run here" in reason and "arc_easy" in reason and "no_such_task_xyz" in reason
+    m = {f"lm_eval/{k}": v for k, v in res["failed"]["lm_eval"]["metrics"].items()}  # the task that ran keeps its numbers
     record = json.loads((tmp_path / "eval" / "lm_eval" / "lm_eval_results.json").read_text())
     assert record["flags"]["apply_chat_template"] is False and record["flags"]["fewshot_as_multiturn"] is False
-    assert res["tasks"]["lm_eval"]["config"]["lm_eval_version"]
     assert (tmp_path / "eval" / "lm_eval" / "samples_tiny_mc.jsonl").exists()
 
     cli_out = tmp_path / "cli"
@@ -92,3 +93,29 @@ def test_local_task_matches_lm_eval_cli_and_hub_task_is_skipped(tmp_path, monkey
     theirs = read_jsonl(next(cli_out.rglob("samples_tiny_mc_*.jsonl")))
     lls = lambda rows: [float(r[0]) for s in sorted(rows, key=lambda s: s["doc_id"]) for r in s["filtered_resps"]]  # noqa: E731
     assert len(ours) == len(QUESTIONS) and lls(ours) == pytest.approx(lls(theirs), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_shipped_offline_task_runs_from_the_repo_config(monkeypatch, tmp_path):
+    """configs/eval/local_tasks.yaml's arith_mc (evals/local_tasks/) runs with no network, from the repository root."""
+    import yaml
+
+    from lit_align.models import TinyModel
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    init = yaml.safe_load((repo / "configs" / "eval" / "local_tasks.yaml").read_text())["tasks"][0]["init_args"]
+    source = TinyModel(hidden_size=32, num_layers=1, num_heads=2)
+    task = LmEvalTasks(**{**init, "batch_size": 8, "bootstrap_iters": 0, "limit": 12, "log_samples": False})
+    metrics = task.run(source.load_model().eval(), source.load_tokenizer(), tmp_path / "out")
+    assert 0.0 <= metrics["arith_mc/acc"] <= 1.0 and "arith_mc/acc_norm" in metrics
+
+
+def test_unknown_task_fails_the_evaluation_without_any_hub(tmp_path):
+    task = LmEvalTasks(tasks=["no_such_task_xyz"], include_path=[str(_local_task(tmp_path))], include_defaults=False)
+    from lit_align.models import TinyModel
+
+    source = TinyModel(hidden_size=32, num_layers=1, num_heads=2)
+    res = run_suite(source.load_model(), source.load_tokenizer(), [task], tmp_path / "eval")
+    assert not res["complete"] and "no_such_task_xyz: unknown task" in res["failed"]["lm_eval"]["reason"]

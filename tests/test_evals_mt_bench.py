@@ -143,17 +143,18 @@ def test_full_mt_bench_80_questions_single(tiny, tmp_path):
         return None
 
     task = MTBench(question_file=str(MT / "question.jsonl"), reference_file=str(MT / "reference_answer" / "gpt-4.jsonl"),
-                   judge=None, max_new_tokens=6, batch_size=16, seed=0)
+                   judge=None, max_new_tokens=6, batch_size=16, seed=0, min_coverage=0.99)
     with FakeOpenAIServer(responder=respond, fault=fault) as server:
         task.judge = _judge(server.base_url)
         res = run_suite(model, tok, [task], tmp_path / "eval")
         sent_first = server.count()
-        res2 = run_suite(model, tok, [task], tmp_path / "eval")  # rerun: everything cached
-        assert server.count() == sent_first
+        res2 = run_suite(model, tok, [task], tmp_path / "eval")  # rerun: every valid verdict cached
+        assert server.count() == sent_first + 1  # only the unparseable reply is asked again
     m = res["metrics"]
     assert res["complete"] and sent_first == 160 + 5
     assert m["mt_bench/judge_retries"] == 5 and m["mt_bench/judge_failures"] == 0
     assert m["mt_bench/parse_failures"] == 1 and m["mt_bench/n_ratings"] == 159
+    assert m["mt_bench/coverage"] == pytest.approx(159 / 160) and m["mt_bench/min_coverage"] == 0.99  # accepted, reported
     assert m["mt_bench/score_turn1"] == pytest.approx((30 * 4 + 49 * 6) / 79)
     assert m["mt_bench/score_turn2"] == 8.0
     assert m["mt_bench/score"] == pytest.approx((30 * 4 + 49 * 6 + 80 * 8) / 159)
@@ -161,7 +162,7 @@ def test_full_mt_bench_80_questions_single(tiny, tmp_path):
     assert m["mt_bench/category/writing"] == pytest.approx((9 * 6 + 10 * 8) / 19)
     same = lambda d: {k: v for k, v in d.items() if "judge_" not in k}  # noqa: E731
     assert same(res2["metrics"]) == same(m)
-    assert res2["metrics"]["mt_bench/judge_cache_hits"] == 160 and res2["metrics"]["mt_bench/judge_sent"] == 0
+    assert res2["metrics"]["mt_bench/judge_cache_hits"] == 159 and res2["metrics"]["mt_bench/judge_sent"] == 1
     out = tmp_path / "eval" / "mt_bench"
     answers = read_jsonl(out / "answers.jsonl")
     assert len(answers) == 80 and all(len(a["turns"]) == 2 for a in answers)

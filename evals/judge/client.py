@@ -3,8 +3,10 @@
 Works with OpenAI, vLLM (``vllm serve``), SGLang, llama.cpp server, Ollama ... Requests run
 concurrently (bounded by a semaphore) with a per-request timeout; 429, 5xx, timeouts and dropped
 connections are retried with exponential backoff and full jitter ("Exponential Backoff And Jitter",
-AWS Architecture Blog, 2015), honouring ``Retry-After``. Every answered request is stored in a
-``JudgeCache`` before it is returned, so reruns and restarts send no request twice.
+AWS Architecture Blog, 2015), honouring ``Retry-After``. Every reply is read field by field
+(``evals.judge.reply``) and, when the caller's ``validate`` accepts it as a verdict, stored in a
+``JudgeCache`` before it is returned, so reruns and restarts send no answered request twice; junk
+replies are not stored, so the next run asks again.
 
 The API key is read from the environment variable *named* by ``api_key_env`` at request time; it is
 never stored on the object, in caches, results or logs. A key written in ``api_key`` or typed into
@@ -23,26 +25,19 @@ import random
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 from evals.base import EvalError
 from evals.judge.cache import JudgeCache, request_key
+from evals.judge.reply import MalformedReply, parse_reply
 from lit_align.redaction import credentials, is_env_var_name, mask_values, redact_text
 
 T = TypeVar("T")
+Validator = Callable[["JudgeResponse"], "str | None"]
 
 
 class JudgeKeyMissing(EvalError, RuntimeError):
     """The environment variable named by ``api_key_env`` is not set."""
-
-
-def unanswered_reason(judge: "JudgeClient", responses: list["JudgeResponse"]) -> str | None:
-    """Why a judging run is not a result: how many requests got no answer and the last error; None if all did."""
-    failed = [r for r in responses if r.error is not None]
-    if not failed:
-        return None
-    return (f"the judge ({judge.model}) did not answer {len(failed)} of {len(responses)} requests "
-            f"(last error: {failed[-1].error}); rerun to retry them (answers already received are cached)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +81,8 @@ class JudgeResponse:
     cached: bool = False
     error: str | None = None
     """Set when every attempt failed; such requests are not cached and are retried on a rerun."""
+    invalid: str | None = None
+    """Set when the reply is not a valid verdict (the task's ``validate`` said why); not cached, re-asked on a rerun."""
 
 
 @dataclass
@@ -97,6 +94,7 @@ class JudgeStats:
     sent: int = 0
     retries: int = 0
     failures: int = 0
+    invalid: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -196,22 +194,35 @@ class JudgeClient:
             delay = max(delay, min(retry_after, self.backoff_max))
         return delay
 
-    def judge(self, requests: list[JudgeRequest], cache_path: str | os.PathLike) -> tuple[list[JudgeResponse], JudgeStats]:
-        """Answers for ``requests`` (same order) and what they cost; answers are cached at ``cache_path``."""
-        cache = JudgeCache(Path(cache_path))
-        return run_coroutine(self._judge_all(requests, cache))
+    def judge(self, requests: list[JudgeRequest], cache_path: str | os.PathLike,
+              validate: Validator | None = None) -> tuple[list[JudgeResponse], JudgeStats]:
+        """Answers for ``requests`` (same order) and what they cost; valid answers are cached at ``cache_path``.
 
-    async def _judge_all(self, requests: list[JudgeRequest], cache: JudgeCache) -> tuple[list[JudgeResponse], JudgeStats]:
+        ``validate(response)`` returns None for a reply that is a usable verdict, else the reason it is not
+        (unparseable, out of range). Only valid replies are cached: a junk reply (``I refuse to rate this``,
+        null content) is returned with ``invalid`` set and asked again on the next run, so fixing the judge
+        and rerunning the same command is enough. A cached entry that does not pass ``validate`` (written by
+        an older version, or under a stricter check now) is asked again too.
+        """
+        cache = JudgeCache(Path(cache_path))
+        return run_coroutine(self._judge_all(requests, cache, validate or (lambda response: None)))
+
+    async def _judge_all(self, requests: list[JudgeRequest], cache: JudgeCache,
+                         validate: Validator) -> tuple[list[JudgeResponse], JudgeStats]:
         stats = JudgeStats(requests=len(requests))
         bodies = [r.body(self.model) for r in requests]
         keys = [request_key(b) for b in bodies]
         out: dict[str, JudgeResponse] = {}
         todo: dict[str, dict[str, Any]] = {}
         for key, body in zip(keys, bodies):
+            if key in out or key in todo:  # identical requests in one batch are sent once
+                continue
             if key in cache:
-                out[key] = JudgeResponse(**cache.get(key), cached=True)
-            elif key not in todo:  # identical requests in one batch are sent once
-                todo[key] = body
+                hit = JudgeResponse(**cache.get(key), cached=True)
+                if validate(hit) is None:
+                    out[key] = hit
+                    continue
+            todo[key] = body
         stats.cache_hits = sum(1 for k in keys if k in out)
         if todo:
             from openai import AsyncOpenAI
@@ -219,14 +230,15 @@ class JudgeClient:
             client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0, timeout=self.timeout)
             semaphore = asyncio.Semaphore(self.max_concurrency)
             try:
-                answers = await asyncio.gather(*(self._one(client, semaphore, b, k, cache, stats) for k, b in todo.items()))
+                answers = await asyncio.gather(*(self._one(client, semaphore, b, k, cache, stats, validate)
+                                                 for k, b in todo.items()))
             finally:
                 await client.close()
             out.update(zip(todo, answers))
         return [out[k] for k in keys], stats
 
     async def _one(self, client, semaphore: asyncio.Semaphore, body: dict[str, Any], key: str, cache: JudgeCache,
-                   stats: JudgeStats) -> JudgeResponse:
+                   stats: JudgeStats, validate: Validator) -> JudgeResponse:
         import openai
 
         error = "no attempt made"
@@ -235,10 +247,15 @@ class JudgeClient:
             async with semaphore:  # released while backing off, so others can use the slot
                 try:
                     stats.sent += 1
-                    completion = await client.chat.completions.create(**body, timeout=self.timeout)
-                    answer = self._masked(_response(completion, stats))  # before it reaches any file
-                    # stored (fsynced) as soon as it arrives: a kill loses only requests in flight
-                    cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
+                    # the raw JSON, checked field by field here (the SDK's models do not validate types)
+                    raw = await client.chat.completions.with_raw_response.create(**body, timeout=self.timeout)
+                    answer = self._masked(_response(raw.http_response.json(), stats))  # before it reaches any file
+                    answer.invalid = validate(answer)
+                    if answer.invalid is None:
+                        # stored (fsynced) as soon as it arrives: a kill loses only requests in flight
+                        cache.put(key, {"content": answer.content, "top_logprobs": answer.top_logprobs, "usage": answer.usage})
+                    else:
+                        stats.invalid += 1  # not cached: the next run asks again
                     return answer
                 except (openai.APITimeoutError, openai.APIConnectionError) as err:
                     error = self._masked(f"{type(err).__name__}: {err}")  # may quote the URL
@@ -247,8 +264,10 @@ class JudgeClient:
                     if err.status_code != 429 and err.status_code < 500:
                         break  # 400/401/404 ... will not get better by asking again
                     retry_after = _retry_after(err)
-                except (openai.APIResponseValidationError, ValueError, IndexError, AttributeError) as err:
-                    error = self._masked(f"malformed response: {type(err).__name__}: {err}")
+                except MalformedReply as err:
+                    error = self._masked(f"malformed reply: {err}")
+                except (openai.APIResponseValidationError, ValueError) as err:  # not JSON at all (an HTML page ...)
+                    error = self._masked(f"malformed reply: {type(err).__name__}: {str(err)[:200]}")
             if attempt < self.max_retries:
                 stats.retries += 1
                 await asyncio.sleep(self.backoff(attempt, retry_after))
@@ -263,15 +282,8 @@ def _retry_after(err: Any) -> float | None:
         return None
 
 
-def _response(completion: Any, stats: JudgeStats) -> JudgeResponse:
-    choice = completion.choices[0]
-    top = None
-    logprobs = getattr(choice, "logprobs", None)
-    if logprobs is not None and getattr(logprobs, "content", None):
-        top = [{"token": t.token, "logprob": float(t.logprob)} for t in logprobs.content[0].top_logprobs or []]
-    usage = {}
-    if completion.usage is not None:
-        usage = {"prompt_tokens": completion.usage.prompt_tokens or 0, "completion_tokens": completion.usage.completion_tokens or 0}
-        stats.prompt_tokens += usage["prompt_tokens"]
-        stats.completion_tokens += usage["completion_tokens"]
-    return JudgeResponse(content=choice.message.content, top_logprobs=top, usage=usage)
+def _response(data: Any, stats: JudgeStats) -> JudgeResponse:
+    reply = parse_reply(data)
+    stats.prompt_tokens += reply.usage.get("prompt_tokens", 0)
+    stats.completion_tokens += reply.usage.get("completion_tokens", 0)
+    return JudgeResponse(content=reply.content, top_logprobs=reply.top_logprobs, usage=reply.usage)

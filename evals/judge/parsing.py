@@ -56,3 +56,28 @@ def alpaca_preference(content: str | None, top_logprobs: list[dict[str, Any]] | 
     if answer == second:
         return 2.0
     return None
+
+
+def rating_problem(judgment: str | None, low: float = 1.0, high: float = 10.0) -> str | None:
+    """Why ``judgment`` is not a valid single-grading verdict (no rating, or outside [low, high]); None if it is."""
+    rating = parse_rating(judgment)
+    if rating is None:
+        return "no [[rating]] in the reply"
+    if not low <= rating <= high:
+        return f"rating {rating:g} outside the scale [{low:g}, {high:g}]"
+    return None
+
+
+def pair_verdict_problem(judgment: str | None) -> str | None:
+    """Why ``judgment`` is not a valid pairwise verdict ([[A]], [[B]] or [[C]]); None if it is."""
+    return None if parse_pair_verdict(judgment) is not None else "no [[A]] / [[B]] / [[C]] in the reply"
+
+
+def alpaca_problem(content: str | None, top_logprobs: list[dict[str, Any]] | None,
+                   first: str = "m", second: str = "M") -> str | None:
+    """Why a reply is not an AlpacaEval preference (neither identifier in the top log-probs nor as the content)."""
+    if alpaca_preference(content, top_logprobs, first, second) is not None:
+        return None
+    if top_logprobs:
+        return f"neither {first!r} nor {second!r} among the first token's top log-probs or as the reply"
+    return f"the reply is neither {first!r} nor {second!r}"

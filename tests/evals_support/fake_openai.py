@@ -8,7 +8,8 @@ exact request was seen before, 0 the first time) can return:
 - ``("delay", seconds)``: answer late (past the client's timeout, the client gives up);
 - ``("drop",)``: close the connection without a reply;
 - ``("hang",)``: never answer (until the server stops);
-- ``("content", text)``: answer with this text (e.g. a malformed verdict);
+- ``("content", text)``: answer with this text (e.g. a malformed verdict; None: null content);
+- ``("raw", payload)``: answer 200 with exactly this JSON payload (a malformed completion);
 - ``None``: answer normally with ``responder(body)``.
 """
 
@@ -132,6 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
             entry["status"] = "late"
             if owner._stop.wait(fault[1]):
                 return
+        if fault and fault[0] == "raw":
+            with owner._lock:
+                owner.answered.append(key)
+            return self._send(200, fault[1])
         reply = {"content": fault[1]} if fault and fault[0] == "content" else owner.responder(body)
         completion = _completion(body, reply)
         with owner._lock:
@@ -154,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     content = reply["content"]
+    words = len((content or "").split())
     logprobs = None
     if reply.get("top_logprobs"):
         top = [{"token": t["token"], "logprob": t["logprob"], "bytes": None} for t in reply["top_logprobs"]]
@@ -165,5 +171,5 @@ def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
         "created": int(time.time()),
         "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": logprobs}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()), "total_tokens": prompt_tokens + len(content.split())},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words, "total_tokens": prompt_tokens + words},
     }
