@@ -182,3 +182,28 @@ def test_cli_reports_a_bad_row_before_the_model_is_built(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert rc == 1 and "train.jsonl:9: field 'prompt' message 0 has role 'narrator'" in err, err
     assert not loads
+
+
+EXTRA_COLUMNS = {"scores": ("score_chosen", "score_rejected"), "ref_logps": ("ref_chosen_logps", "ref_rejected_logps")}
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRA_COLUMNS))
+@pytest.mark.parametrize("which", ["first", "second", "both"])
+def test_sources_that_differ_in_optional_columns_mix_without_them(tmp_path, tokenizer, capsys, extra, which):
+    """docs/data-formats.md's own mix (scored ultrafeedback + unscored HH-RLHF) used to be refused: an optional
+    column only some sources carry is dropped from the split (counted in the [data] line); kept when all carry it."""
+    columns = EXTRA_COLUMNS[extra]
+    with_extra = lambda rows: [{**r, columns[0]: 2.0, columns[1]: -1.0} for r in rows]  # noqa: E731
+    a, b = pairs(6, "a"), pairs(6, "b")
+    a = with_extra(a) if which in ("first", "both") else a
+    b = with_extra(b) if which in ("second", "both") else b
+    sources = [DataSource(write_jsonl(tmp_path / "a.jsonl", a)), DataSource(write_jsonl(tmp_path / "b.jsonl", b))]
+    dm = built(tokenizer, sources=sources)
+    values = {getattr(p, extra) for p in dm.train_set.pairs}
+    batch = next(iter(dm.train_dataloader()))
+    if which == "both":
+        assert values == {(2.0, -1.0)} and getattr(batch, extra) is not None
+        assert f"{extra}_dropped" not in capsys.readouterr().out
+    else:
+        assert values == {None} and getattr(batch, extra) is None
+        assert f"{extra}_dropped 6)" in capsys.readouterr().out
