@@ -5,12 +5,14 @@ data module is built (before any tokenizer or model)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from lit_align.data import DataError, DataSource, PreferenceDataModule
 from lit_align.data.mixing import mix_counts, pick
+from lit_align.errors import ConfigError
 
 
 def write_jsonl(path: Path, rows: list) -> str:
@@ -207,3 +209,13 @@ def test_sources_that_differ_in_optional_columns_mix_without_them(tmp_path, toke
     else:
         assert values == {None} and getattr(batch, extra) is None
         assert f"{extra}_dropped 6)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n_sources", [1, 2, 3])
+@pytest.mark.parametrize("weight", [0, -1, float("nan"), float("inf"), -float("inf"), True, "2"])
+def test_every_bad_weight_is_refused_however_many_sources(tmp_path, n_sources, weight):
+    """A lone source's weight was never checked (only a mix's were): weight 0 or NaN trained as if 1."""
+    paths = [write_jsonl(tmp_path / f"{i}.jsonl", pairs(3, str(i))) for i in range(n_sources)]
+    sources = [{"path": p, "weight": weight if i == n_sources - 1 else 1.0} for i, p in enumerate(paths)]
+    with pytest.raises(ConfigError, match=re.escape(f"sources[{n_sources - 1}].weight must be a number > 0, got")):
+        PreferenceDataModule(sources=sources)
