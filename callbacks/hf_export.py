@@ -18,6 +18,7 @@ from torch import nn
 
 from callbacks.model_card import metrics_at, model_card, read_config
 from lit_align.errors import ConfigError, UserError
+from lit_align.redaction import redact, redact_text
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -53,13 +54,25 @@ def training_summary(module: L.LightningModule) -> dict[str, str]:
     return summary
 
 
+def check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or inf (a diverged run): an export is a result others load and trust."""
+    import torch
+
+    bad = [name for name, value in state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise UserError(f"{what}: {len(bad)} of {len(state)} weight tensors hold NaN or inf (first: {bad[0]}), the run "
+                        "diverged (lower the learning rate, clip gradients); nothing was exported")
+
+
 def write_export(target: Path, module: L.LightningModule, state: dict, merged: bool, steps: int | None,
                  metrics: dict[str, float], config: dict | None, safe_serialization: bool = True) -> Path:
     """Write ``target`` (adapter or full model, tokenizer, README.md; ``merged/`` on request) under a temporary
     name, renamed when complete, so an interrupted export never looks like a finished one."""
+    check_finite(state, f"export to {target}")  # before anything is written
     policy, source = module.policy, module.model_source
     adapter = is_adapter(policy)
-    reference = source.export_reference() if source is not None else None
+    reference = redact(source.export_reference()) if source is not None else None  # it lands in adapter_config.json
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     if adapter:
@@ -85,7 +98,7 @@ def write_export(target: Path, module: L.LightningModule, state: dict, merged: b
             tokenizer.save_pretrained(tmp / "merged")
         del full
     card = model_card(reference, adapter, merged, steps, metrics, config, training_summary(module))
-    (tmp / "README.md").write_text(card)  # replaces PEFT's empty template
+    (tmp / "README.md").write_text(redact_text(card))  # every line, not only the config: data paths, base name ...  # replaces PEFT's empty template
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target

@@ -262,3 +262,65 @@ def test_an_adapter_folder_that_does_not_match_the_configured_policy_is_refused(
         load_for_evaluation(PreferenceModule(model=None), str(saved), None)
     good = PreferenceModule(model=LoraSource(TinyModel(**tiny), r=4, target_modules=["q_proj"]), reference=AdapterDisabledReference())
     load_for_evaluation(good, str(saved), None)
+
+
+def tiny_module(tmp_path: Path, lora: bool):
+    from lit_align.models import PretrainedModel, save_tiny
+    from lit_align.module import PreferenceModule
+    from lit_align.peft_config import LoraSource
+    from lit_align.reference import AdapterDisabledReference, FrozenReference
+
+    base = PretrainedModel(str(save_tiny(tmp_path / "base", hidden_size=32, num_layers=1, num_heads=2)))
+    module = (PreferenceModule(model=LoraSource(base, r=2), reference=AdapterDisabledReference()) if lora
+              else PreferenceModule(model=base, reference=FrozenReference()))
+    module.configure_model()
+    return module
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, -1])
+def test_non_finite_weights_are_never_exported(tmp_path, lora, value, where):
+    """A diverged run (fit --model.lr 1e30) exported NaN weights as its hf/ result: the export (end of fit and
+    cli.py export share write_export) refuses in one line naming a tensor and writes nothing."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.sharding import policy_state
+
+    module = tiny_module(tmp_path, lora)
+    state = policy_state(module.state_dict())
+    name = [k for k, v in state.items() if v.is_floating_point() and (not lora or "lora_" in k)][where]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = value
+    with pytest.raises(UserError, match=r"1 of \d+ weight tensors hold NaN or inf \(first: " + name.replace(".", r"\.")):
+        write_export(tmp_path / "hf", module, state, False, 3, {}, None)
+    assert not any(p.name.startswith("hf") for p in tmp_path.iterdir())
+    state[name].view(-1)[0] = 0.0
+    assert (write_export(tmp_path / "hf", module, state, False, 3, {}, None) / "README.md").is_file()
+
+
+SECRET = "s3cr3tvalue0123456789"
+
+
+@pytest.mark.parametrize("where", ["base name", "data path", "val path", "training summary", "config"])
+def test_model_card_masks_credentials_wherever_they_appear(tmp_path, where):
+    """Only the card's config section was redacted: a signed data URL or a base named by a URL with userinfo
+    reached README.md from the Data / Base model / Training lines."""
+    from callbacks.hf_export import write_export
+
+    module = tiny_module(tmp_path, lora=True)
+    url = f"https://user:{SECRET}@host/data.parquet?sig={SECRET}"
+    config = {"data": {"init_args": {"train_path": url if where == "data path" else "pairs.jsonl",
+                                     "val_path": f"https://host/v.parquet?token={SECRET}" if where == "val path" else None}}}
+    if where == "config":
+        config["model"] = {"init_args": {"api_key": SECRET}}
+    if where == "base name":
+        module.model_source.export_reference = lambda: {"name": url, "format": "hub"}
+    if where == "training summary":
+        module.lr = f"https://host/?api_key={SECRET}"
+    from lit_align.sharding import policy_state
+
+    target = write_export(tmp_path / "hf", module, policy_state(module.state_dict()), False, 1, {}, config)
+    card = (target / "README.md").read_text()
+    assert SECRET not in card and (where == "config" or "***" in card)  # the config's api_key is dropped (null)
+    assert SECRET not in (target / "adapter_config.json").read_text()
