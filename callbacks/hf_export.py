@@ -156,7 +156,9 @@ def export_checkpoint(module: L.LightningModule, ckpt_path: str, output_dir: str
         raise UserError(f"ckpt_path {ckpt_path}: export reads a single-file checkpoint (.ckpt); a sharded checkpoint "
                         "folder is exported at the end of its fit (hf/), or consolidate it first")
     target = Path(output_dir)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and not target.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file, not a folder: choose a new folder (nothing was written)")
+    if target.is_dir() and any(target.iterdir()):
         raise UserError(f"output_dir {output_dir} exists and is not empty: choose a new folder (nothing was written)")
     if merged:
         check_mergeable(module.model_source)

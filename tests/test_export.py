@@ -211,7 +211,7 @@ def test_merged_export_of_a_qlora_policy_is_refused_before_training(tmp_path):
     HFExport(merged=True).setup(None, SimpleNamespace(model_source=LoraSource(PretrainedModel("Org/M"))), "fit")
 
 
-@pytest.mark.parametrize("case", ["hf folder", "sharded folder", "not empty"])
+@pytest.mark.parametrize("case", ["hf folder", "sharded folder", "not empty", "a file"])
 def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, capsys):
     import cli
     from lit_align.models import save_tiny
@@ -225,15 +225,23 @@ def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, c
     else:
         ckpt = ckpt.with_suffix(".ckpt")
         torch.save({"state_dict": {}}, ckpt)
-        out.mkdir()
-        (out / "keep.txt").write_text("x")
+        if case == "a file":
+            out = tmp_path / "train.jsonl"
+            out.write_text("x")
+        else:
+            out.mkdir()
+            (out / "keep.txt").write_text("x")
     model = ["--model.model", "lit_align.models.TinyModel"]
     code = cli.run(["export", *model, "--ckpt_path", str(ckpt), "--output_dir", str(out)])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     expected = {"hf folder": "exported Hugging Face folder, not a training checkpoint",
-                "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty"}[case]
+                "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty",
+                "a file": "train.jsonl is a file, not a folder"}[case]
     assert code == 1 and len(errors) == 1 and expected in errors[0], errors
-    assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    if case == "a file":
+        assert out.read_text() == "x"
+    else:
+        assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
 def test_an_adapter_folder_that_does_not_match_the_configured_policy_is_refused(tmp_path):
