@@ -332,3 +332,34 @@ def test_model_card_masks_credentials_wherever_they_appear(tmp_path, where):
     card = (target / "README.md").read_text()
     assert SECRET not in card and (where == "config" or "***" in card)  # the config's api_key is dropped (null)
     assert SECRET not in (target / "adapter_config.json").read_text()
+
+
+def test_an_adapter_is_refused_on_another_base_than_it_was_trained_on(tmp_path, monkeypatch):
+    """Same shapes load without an error: an adapter evaluated on another base gave scores of a model nobody trained.
+    The adapter's recorded base (its portable reference) must name the configured base, or the same folder."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.models import PretrainedModel, save_tiny
+    from lit_align.module import PreferenceModule
+    from lit_align.peft_config import LoraSource
+    from lit_align.reference import AdapterDisabledReference
+    from lit_align.sharding import policy_state
+    from lit_align.trainer import load_for_evaluation
+
+    tiny = dict(hidden_size=32, num_layers=1, num_heads=2)
+    base_a, base_b = save_tiny(tmp_path / "a", **tiny, seed=0), save_tiny(tmp_path / "b", **tiny, seed=1)
+    monkeypatch.chdir(tmp_path)
+    lora = lambda path: PreferenceModule(model=LoraSource(PretrainedModel(path), r=2), reference=AdapterDisabledReference())  # noqa: E731
+    trained = lora(str(base_a))
+    trained.configure_model()
+    adapter = write_export(tmp_path / "hf", trained, policy_state(trained.state_dict()), False, 1, {}, None)
+    with pytest.raises(UserError, match=f"trained on the base '{base_a}' but the config's base is '{base_b}'"):
+        load_for_evaluation(lora(str(base_b)), str(adapter), None)
+    load_for_evaluation(lora("a"), str(adapter), None)  # the same folder, spelled relative to the working directory
+    load_for_evaluation(lora(str(base_a)), str(adapter), None)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "Org/Base-v1"}))
+    module = lora(str(base_a))
+    monkeypatch.setattr(module.model_source, "export_reference", lambda: {"name": "Org/Base-v2", "format": "hub"})
+    with pytest.raises(UserError, match="trained on the base 'Org/Base-v1' but the config's base is 'Org/Base-v2'"):
+        load_for_evaluation(module, str(adapter), None)
