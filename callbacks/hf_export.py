@@ -65,11 +65,20 @@ def check_finite(state: dict, what: str) -> None:
                         "diverged (lower the learning rate, clip gradients); nothing was exported")
 
 
+def is_export(folder: Path) -> bool:
+    """An empty folder or one this module wrote (a model card beside a model or adapter config): safe to replace."""
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else None
+    return names is not None and (not names or ("README.md" in names and bool(names & {"config.json", "adapter_config.json"})))
+
+
 def write_export(target: Path, module: L.LightningModule, state: dict, merged: bool, steps: int | None,
                  metrics: dict[str, float], config: dict | None, safe_serialization: bool = True) -> Path:
     """Write ``target`` (adapter or full model, tokenizer, README.md; ``merged/`` on request) under a temporary
     name, renamed when complete, so an interrupted export never looks like a finished one."""
     check_finite(state, f"export to {target}")  # before anything is written
+    if target.exists() and not is_export(target):  # it is replaced whole: never a run's checkpoints or data
+        raise UserError(f"export to {target}: it exists and is not an earlier export (no README.md with a config.json or "
+                        "adapter_config.json): choose another hf_export.dirname / output_dir (nothing was written)")
     policy, source = module.policy, module.model_source
     adapter = is_adapter(policy)
     reference = redact(source.export_reference()) if source is not None else None  # it lands in adapter_config.json
@@ -119,6 +128,9 @@ class HFExport(L.Callback):
             merged: With a LoRA policy, also write the full model with the adapter merged in (``<dirname>/merged``,
                 loadable without PEFT; as large as the base model). Refused for a QLoRA (4-bit) base.
         """
+        if not dirname or dirname in (".", "..") or "/" in dirname or "\\" in dirname:
+            raise ConfigError(f"hf_export.dirname {dirname!r}: give a folder name inside the run directory (no path "
+                              "separators, not '.' or '..')")
         self.dirname = dirname
         self.safe_serialization = safe_serialization
         self.merged = merged

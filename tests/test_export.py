@@ -363,3 +363,38 @@ def test_an_adapter_is_refused_on_another_base_than_it_was_trained_on(tmp_path, 
     monkeypatch.setattr(module.model_source, "export_reference", lambda: {"name": "Org/Base-v2", "format": "hub"})
     with pytest.raises(UserError, match="trained on the base 'Org/Base-v1' but the config's base is 'Org/Base-v2'"):
         load_for_evaluation(module, str(adapter), None)
+
+
+@pytest.mark.parametrize("dirname", ["", ".", "..", "../elsewhere", "a/b", "/tmp/abs", "a\\b"])
+def test_export_dirname_is_one_folder_inside_the_run(dirname):
+    """dirname '.' made the export replace the whole run directory (checkpoints included); '..' escaped it."""
+    from callbacks.hf_export import HFExport
+    from lit_align.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hf_export.dirname"):
+        HFExport(dirname=dirname)
+
+
+@pytest.mark.parametrize("existing", ["checkpoints", "data folder", "a file", "hf with a stray file only"])
+def test_export_never_replaces_what_is_not_an_export(tmp_path, existing):
+    """hf_export.dirname: checkpoints replaced the run's checkpoints by the export (rmtree, then rename)."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.sharding import policy_state
+
+    module = tiny_module(tmp_path, lora=False)
+    state = policy_state(module.state_dict())
+    target = tmp_path / "run" / existing.split()[0]
+    target.parent.mkdir()
+    if existing == "a file":
+        target.write_text("keep")
+    else:
+        target.mkdir()
+        (target / {"checkpoints": "last.ckpt", "data": "train.jsonl", "hf": "notes.txt"}[target.name]).write_text("keep")
+    before = sorted(p.name for p in target.parent.rglob("*"))
+    with pytest.raises(UserError, match="exists and is not an earlier export"):
+        write_export(target, module, state, False, 1, {}, None)
+    assert sorted(p.name for p in target.parent.rglob("*")) == before
+    previous = write_export(tmp_path / "run" / "hf2", module, state, False, 1, {}, None)  # an earlier export is replaced
+    assert write_export(previous, module, state, False, 2, {}, None) == previous
+    assert "optimizer steps: 2" in (previous / "README.md").read_text()
