@@ -398,3 +398,18 @@ def test_export_never_replaces_what_is_not_an_export(tmp_path, existing):
     previous = write_export(tmp_path / "run" / "hf2", module, state, False, 1, {}, None)  # an earlier export is replaced
     assert write_export(previous, module, state, False, 2, {}, None) == previous
     assert "optimizer steps: 2" in (previous / "README.md").read_text()
+
+
+@pytest.mark.parametrize("last", ["nan", "inf", "-inf"])
+def test_card_metrics_keep_a_non_finite_last_value(tmp_path, last):
+    """metrics_at skipped non-finite values, so cli.py export's card showed an older finite value as the final one."""
+    import math
+
+    from callbacks.model_card import metrics_at, model_card
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(f"epoch,step,val/loss\n0,1,0.7\n0,2,{last}\n")
+    value = metrics_at(csv, 2)["val/loss"]
+    assert not math.isfinite(value) and str(value) == str(float(last))
+    card = model_card(None, False, False, 2, metrics_at(csv, 2), None, {})
+    assert f"| val/loss | {float(last):.6g} |" in card and "0.7" not in card
