@@ -219,3 +219,38 @@ def test_every_bad_weight_is_refused_however_many_sources(tmp_path, n_sources, w
     sources = [{"path": p, "weight": weight if i == n_sources - 1 else 1.0} for i, p in enumerate(paths)]
     with pytest.raises(ConfigError, match=re.escape(f"sources[{n_sources - 1}].weight must be a number > 0, got")):
         PreferenceDataModule(sources=sources)
+
+
+COMPRESSORS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+@pytest.mark.parametrize("kind", [".jsonl", ".json"])
+def test_compressed_json_files_read_as_their_plain_copies(tmp_path, tokenizer, ext, kind):
+    """train.jsonl.gz (as datasets' json loader reads it) was refused as an unsupported '.gz' file."""
+    import importlib
+
+    rows = pairs(5, "z")
+    plain = tmp_path / f"plain{kind}"
+    text = json.dumps(rows) if kind == ".json" else "".join(json.dumps(r) + "\n" for r in rows)
+    plain.write_text(text)
+    packed = tmp_path / f"data{kind}{ext}"
+    with importlib.import_module(COMPRESSORS[ext]).open(packed, "wb") as f:
+        f.write(text.encode())
+    from lit_align.data.sources import iter_rows
+
+    assert [row for _, row in iter_rows(str(packed))] == [row for _, row in iter_rows(str(plain))] == rows
+    assert len(built(tokenizer, train_path=str(packed)).train_set) == 5
+    cut = tmp_path / f"cut{kind}{ext}"
+    cut.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])  # a truncated download
+    with pytest.raises(DataError, match=re.escape(f"{cut}: not a readable {ext} file")):
+        list(iter_rows(str(cut)))
+
+
+@pytest.mark.parametrize("name", ["data.jsonl.zst", "data.parquet.gz", "data.csv", "data.csv.gz", "data"])
+def test_other_file_types_are_refused_in_one_line(tmp_path, name):
+    from lit_align.data.sources import iter_rows
+
+    (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(DataError, match="unsupported file type"):
+        list(iter_rows(str(tmp_path / name)))
