@@ -19,6 +19,7 @@ from torch import nn
 from callbacks.model_card import metrics_at, model_card, read_config
 from lit_align.checkpoint_io import refuse_non_finite
 from lit_align.errors import ConfigError, UserError
+from lit_align.redaction import redact, redact_text
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -54,15 +55,36 @@ def training_summary(module: L.LightningModule) -> dict[str, str]:
     return summary
 
 
+def check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or inf (a diverged run): an export is a result others load and trust."""
+    import torch
+
+    bad = [name for name, value in state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise UserError(f"{what}: {len(bad)} of {len(state)} weight tensors hold NaN or inf (first: {bad[0]}), the run "
+                        "diverged (lower the learning rate, clip gradients); nothing was exported")
+
+
+def is_export(folder: Path) -> bool:
+    """An empty folder or one this module wrote (a model card beside a model or adapter config): safe to replace."""
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else None
+    return names is not None and (not names or ("README.md" in names and bool(names & {"config.json", "adapter_config.json"})))
+
+
 def write_export(target: Path, module: L.LightningModule, state: dict, merged: bool, steps: int | None,
                  metrics: dict[str, float], config: dict | None, safe_serialization: bool = True) -> Path:
     """Write ``target`` (adapter or full model, tokenizer, README.md; ``merged/`` on request) under a temporary
     name, renamed when complete, so an interrupted export never looks like a finished one."""
+    check_finite(state, f"export to {target}")  # before anything is written
+    if target.exists() and not is_export(target):  # it is replaced whole: never a run's checkpoints or data
+        raise UserError(f"export to {target}: it exists and is not an earlier export (no README.md with a config.json or "
+                        "adapter_config.json): choose another hf_export.dirname / output_dir (nothing was written)")
     policy, source = module.policy, module.model_source
     # a diverged policy is no result: refuse it rather than publish NaN weights as the run's model
     refuse_non_finite(state, f"the policy for export to {target}")
     adapter = is_adapter(policy)
-    reference = source.export_reference() if source is not None else None
+    reference = redact(source.export_reference()) if source is not None else None  # it lands in adapter_config.json
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     if adapter:
@@ -88,7 +110,7 @@ def write_export(target: Path, module: L.LightningModule, state: dict, merged: b
             tokenizer.save_pretrained(tmp / "merged")
         del full
     card = model_card(reference, adapter, merged, steps, metrics, config, training_summary(module))
-    (tmp / "README.md").write_text(card)  # replaces PEFT's empty template
+    (tmp / "README.md").write_text(redact_text(card))  # every line, not only the config: data paths, base name ...  # replaces PEFT's empty template
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
@@ -111,6 +133,9 @@ class HFExport(L.Callback):
             merged: With a LoRA policy, also write the full model with the adapter merged in (``<dirname>/merged``,
                 loadable without PEFT; as large as the base model). Refused for a QLoRA (4-bit) base.
         """
+        if not dirname or dirname in (".", "..") or "/" in dirname or "\\" in dirname:
+            raise ConfigError(f"hf_export.dirname {dirname!r}: give a folder name inside the run directory (no path "
+                              "separators, not '.' or '..')")
         self.dirname = dirname
         self.safe_serialization = safe_serialization
         self.merged = merged
@@ -148,7 +173,9 @@ def export_checkpoint(module: L.LightningModule, ckpt_path: str, output_dir: str
         raise UserError(f"ckpt_path {ckpt_path}: export reads a single-file checkpoint (.ckpt); a sharded checkpoint "
                         "folder is exported at the end of its fit (hf/), or consolidate it first")
     target = Path(output_dir)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and not target.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file, not a folder: choose a new folder (nothing was written)")
+    if target.is_dir() and any(target.iterdir()):
         raise UserError(f"output_dir {output_dir} exists and is not empty: choose a new folder (nothing was written)")
     if merged:
         check_mergeable(module.model_source)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,7 @@ def metrics_at(path: Path, step: int | None) -> dict[str, float]:
             for key, value in row.items():
                 if key in ("step", "epoch") or value in (None, ""):
                     continue
-                number = float(value)
-                if math.isfinite(number):
-                    last[key] = number
+                last[key] = float(value)  # a NaN stays: the metric's last value, not an older finite one
     return last
 
 

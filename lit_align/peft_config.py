@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lit_align.errors import ConfigError, UserError
+from lit_align.errors import ConfigError, UserError, check_number
 from lit_align.models import ModelSource, PretrainedModel
 
 
@@ -42,6 +42,12 @@ def qlora_unsupported_reason() -> str | None:
     except ImportError:
         return "it needs bitsandbytes, which is not installed (pip install bitsandbytes)"
     return None
+
+
+def unmatched(model: nn.Module, names: list[str], wrapper: type) -> list[str]:
+    """The ``names`` (PEFT matches a module's name or its dotted suffix) that no ``wrapper`` module of ``model`` has."""
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, wrapper)]
+    return [t for t in names if not any(w == t or w.endswith("." + t) for w in wrapped)]
 
 
 class LoraSource(ModelSource):
@@ -139,7 +145,22 @@ class LoraSource(ModelSource):
             raise ConfigError(f"LoraSource: r ({self.r}) exceeds the base model's hidden_size ({width})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return get_peft_model(model, self.lora_config())
+            try:
+                model = get_peft_model(model, self.lora_config())
+            except ValueError as err:  # PEFT's NoMatchingPeftModuleError: target_modules that name no module
+                raise ConfigError(f"LoraSource target_modules {self.target_modules!r}: {str(err).splitlines()[0]}") from None
+        from peft.tuners.lora import LoraLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        # PEFT refuses targets only when none matches, and skips unmatched modules_to_save: the run would train
+        # less than its config says (a list is matched by name; a string is "all-linear" or a regex)
+        targets = self.target_modules if isinstance(self.target_modules, (list, tuple)) else []
+        for key, names, wrapper in (("target_modules", targets, LoraLayer),
+                                    ("modules_to_save", self.modules_to_save or [], ModulesToSaveWrapper)):
+            missing = unmatched(model, list(names), wrapper)
+            if missing:
+                raise ConfigError(f"LoraSource {key} {missing}: no module of the base model has that name")
+        return model
 
     def load_tokenizer(self):
         return self.base.load_tokenizer()

@@ -84,6 +84,29 @@ def load_policy_weights(module, hf_dir: str) -> None:
     module.policy.load_state_dict(exported.state_dict())
 
 
+def same_base(recorded: str, configured: str) -> bool:
+    """Whether an adapter's recorded base names the configured one: the same name, or the same local folder."""
+    if recorded == configured:
+        return True
+    a, b = Path(recorded).expanduser(), Path(configured).expanduser()
+    return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
+
+
+def check_adapter_base(module, adapter_dir: str) -> None:
+    """Refuse an adapter trained on another base than the configured one: same shapes load without an error,
+    and the scores would be those of a model nobody trained."""
+    import json
+
+    recorded = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    source = getattr(module, "model_source", None)
+    if not recorded or source is None:
+        return
+    configured = source.export_reference().get("name")
+    if configured and not same_base(str(recorded), str(configured)):
+        raise UserError(f"ckpt_path {adapter_dir}: the adapter was trained on the base {recorded!r} but the config's base is "
+                        f"{configured!r}; configure that base (if it moved, edit adapter_config.json's base_model_name_or_path)")
+
+
 def load_adapter_weights(module, adapter_dir: str) -> None:
     """Overwrite the LoRA policy's adapter weights (and saved modules) with those of an exported adapter folder."""
     from peft import load_peft_weights, set_peft_model_state_dict
@@ -91,6 +114,7 @@ def load_adapter_weights(module, adapter_dir: str) -> None:
     if not hasattr(module.policy, "peft_config"):
         raise UserError(f"ckpt_path {adapter_dir} is a LoRA adapter, but the configured policy has none "
                         "(give the fit's config: its model is a lit_align.peft_config.LoraSource)")
+    check_adapter_base(module, adapter_dir)
     try:
         result = set_peft_model_state_dict(module.policy, load_peft_weights(adapter_dir))
     except RuntimeError as err:  # torch's size mismatch (another r): its first line names the weight

@@ -5,12 +5,15 @@ data module is built (before any tokenizer or model)."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
 
 from lit_align.data import DataError, DataSource, PreferenceDataModule
 from lit_align.data.mixing import mix_counts, pick
+from lit_align.errors import ConfigError
 
 
 def write_jsonl(path: Path, rows: list) -> str:
@@ -182,3 +185,75 @@ def test_cli_reports_a_bad_row_before_the_model_is_built(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert rc == 1 and "train.jsonl:9: field 'prompt' message 0 has role 'narrator'" in err, err
     assert not loads
+
+
+EXTRA_COLUMNS = {"scores": ("score_chosen", "score_rejected"), "ref_logps": ("ref_chosen_logps", "ref_rejected_logps")}
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRA_COLUMNS))
+@pytest.mark.parametrize("which", ["first", "second", "both"])
+def test_sources_that_differ_in_optional_columns_mix_without_them(tmp_path, tokenizer, capsys, extra, which):
+    """docs/data-formats.md's own mix (scored ultrafeedback + unscored HH-RLHF) used to be refused: an optional
+    column only some sources carry is dropped from the split (counted in the [data] line); kept when all carry it."""
+    columns = EXTRA_COLUMNS[extra]
+    with_extra = lambda rows: [{**r, columns[0]: 2.0, columns[1]: -1.0} for r in rows]  # noqa: E731
+    a, b = pairs(6, "a"), pairs(6, "b")
+    a = with_extra(a) if which in ("first", "both") else a
+    b = with_extra(b) if which in ("second", "both") else b
+    sources = [DataSource(write_jsonl(tmp_path / "a.jsonl", a)), DataSource(write_jsonl(tmp_path / "b.jsonl", b))]
+    dm = built(tokenizer, sources=sources)
+    values = {getattr(p, extra) for p in dm.train_set.pairs}
+    batch = next(iter(dm.train_dataloader()))
+    if which == "both":
+        assert values == {(2.0, -1.0)} and getattr(batch, extra) is not None
+        assert f"{extra}_dropped" not in capsys.readouterr().out
+    else:
+        assert values == {None} and getattr(batch, extra) is None
+        assert f"{extra}_dropped 6)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n_sources", [1, 2, 3])
+@pytest.mark.parametrize("weight", [0, -1, float("nan"), float("inf"), -float("inf"), True, "2"])
+def test_every_bad_weight_is_refused_however_many_sources(tmp_path, n_sources, weight):
+    """A lone source's weight was never checked (only a mix's were): weight 0 or NaN trained as if 1."""
+    paths = [write_jsonl(tmp_path / f"{i}.jsonl", pairs(3, str(i))) for i in range(n_sources)]
+    sources = [{"path": p, "weight": weight if i == n_sources - 1 else 1.0} for i, p in enumerate(paths)]
+    # a non-finite weight is refused by the constructors' finite-number check (lit_align.finite) first
+    rule = "a finite number" if isinstance(weight, float) and not math.isfinite(weight) else "a number > 0"
+    with pytest.raises(ConfigError, match=re.escape(f"sources[{n_sources - 1}].weight must be {rule}, got")):
+        PreferenceDataModule(sources=sources)
+
+
+COMPRESSORS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+@pytest.mark.parametrize("kind", [".jsonl", ".json"])
+def test_compressed_json_files_read_as_their_plain_copies(tmp_path, tokenizer, ext, kind):
+    """train.jsonl.gz (as datasets' json loader reads it) was refused as an unsupported '.gz' file."""
+    import importlib
+
+    rows = pairs(5, "z")
+    plain = tmp_path / f"plain{kind}"
+    text = json.dumps(rows) if kind == ".json" else "".join(json.dumps(r) + "\n" for r in rows)
+    plain.write_text(text)
+    packed = tmp_path / f"data{kind}{ext}"
+    with importlib.import_module(COMPRESSORS[ext]).open(packed, "wb") as f:
+        f.write(text.encode())
+    from lit_align.data.sources import iter_rows
+
+    assert [row for _, row in iter_rows(str(packed))] == [row for _, row in iter_rows(str(plain))] == rows
+    assert len(built(tokenizer, train_path=str(packed)).train_set) == 5
+    cut = tmp_path / f"cut{kind}{ext}"
+    cut.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])  # a truncated download
+    with pytest.raises(DataError, match=re.escape(f"{cut}: not a readable {ext} file")):
+        list(iter_rows(str(cut)))
+
+
+@pytest.mark.parametrize("name", ["data.jsonl.zst", "data.parquet.gz", "data.csv", "data.csv.gz", "data"])
+def test_other_file_types_are_refused_in_one_line(tmp_path, name):
+    from lit_align.data.sources import iter_rows
+
+    (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(DataError, match="unsupported file type"):
+        list(iter_rows(str(tmp_path / name)))

@@ -211,7 +211,7 @@ def test_merged_export_of_a_qlora_policy_is_refused_before_training(tmp_path):
     HFExport(merged=True).setup(None, SimpleNamespace(model_source=LoraSource(PretrainedModel("Org/M"))), "fit")
 
 
-@pytest.mark.parametrize("case", ["hf folder", "sharded folder", "not empty"])
+@pytest.mark.parametrize("case", ["hf folder", "sharded folder", "not empty", "a file"])
 def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, capsys):
     import cli
     from lit_align.models import save_tiny
@@ -225,15 +225,23 @@ def test_export_command_refuses_in_one_line_and_writes_nothing(tmp_path, case, c
     else:
         ckpt = ckpt.with_suffix(".ckpt")
         torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0"}, ckpt)
-        out.mkdir()
-        (out / "keep.txt").write_text("x")
+        if case == "a file":
+            out = tmp_path / "train.jsonl"
+            out.write_text("x")
+        else:
+            out.mkdir()
+            (out / "keep.txt").write_text("x")
     model = ["--model.model", "lit_align.models.TinyModel"]
     code = cli.run(["export", *model, "--ckpt_path", str(ckpt), "--output_dir", str(out)])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     expected = {"hf folder": "exported Hugging Face folder, not a training checkpoint",
-                "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty"}[case]
+                "sharded folder": "export reads a single-file checkpoint", "not empty": "exists and is not empty",
+                "a file": "train.jsonl is a file, not a folder"}[case]
     assert code == 1 and len(errors) == 1 and expected in errors[0], errors
-    assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    if case == "a file":
+        assert out.read_text() == "x"
+    else:
+        assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
 def test_an_adapter_folder_that_does_not_match_the_configured_policy_is_refused(tmp_path):
@@ -262,3 +270,146 @@ def test_an_adapter_folder_that_does_not_match_the_configured_policy_is_refused(
         load_for_evaluation(PreferenceModule(model=None), str(saved), None)
     good = PreferenceModule(model=LoraSource(TinyModel(**tiny), r=4, target_modules=["q_proj"]), reference=AdapterDisabledReference())
     load_for_evaluation(good, str(saved), None)
+
+
+def tiny_module(tmp_path: Path, lora: bool):
+    from lit_align.models import PretrainedModel, save_tiny
+    from lit_align.module import PreferenceModule
+    from lit_align.peft_config import LoraSource
+    from lit_align.reference import AdapterDisabledReference, FrozenReference
+
+    base = PretrainedModel(str(save_tiny(tmp_path / "base", hidden_size=32, num_layers=1, num_heads=2)))
+    module = (PreferenceModule(model=LoraSource(base, r=2), reference=AdapterDisabledReference()) if lora
+              else PreferenceModule(model=base, reference=FrozenReference()))
+    module.configure_model()
+    return module
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, -1])
+def test_non_finite_weights_are_never_exported(tmp_path, lora, value, where):
+    """A diverged run (fit --model.lr 1e30) exported NaN weights as its hf/ result: the export (end of fit and
+    cli.py export share write_export) refuses in one line naming a tensor and writes nothing."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.sharding import policy_state
+
+    module = tiny_module(tmp_path, lora)
+    state = policy_state(module.state_dict())
+    name = [k for k, v in state.items() if v.is_floating_point() and (not lora or "lora_" in k)][where]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = value
+    with pytest.raises(UserError, match=r"1 of \d+ weight tensors hold NaN or inf \(first: " + name.replace(".", r"\.")):
+        write_export(tmp_path / "hf", module, state, False, 3, {}, None)
+    assert not any(p.name.startswith("hf") for p in tmp_path.iterdir())
+    state[name].view(-1)[0] = 0.0
+    assert (write_export(tmp_path / "hf", module, state, False, 3, {}, None) / "README.md").is_file()
+
+
+SECRET = "s3cr3tvalue0123456789"
+
+
+@pytest.mark.parametrize("where", ["base name", "data path", "val path", "training summary", "config"])
+def test_model_card_masks_credentials_wherever_they_appear(tmp_path, where):
+    """Only the card's config section was redacted: a signed data URL or a base named by a URL with userinfo
+    reached README.md from the Data / Base model / Training lines."""
+    from callbacks.hf_export import write_export
+
+    module = tiny_module(tmp_path, lora=True)
+    url = f"https://user:{SECRET}@host/data.parquet?sig={SECRET}"
+    config = {"data": {"init_args": {"train_path": url if where == "data path" else "pairs.jsonl",
+                                     "val_path": f"https://host/v.parquet?token={SECRET}" if where == "val path" else None}}}
+    if where == "config":
+        config["model"] = {"init_args": {"api_key": SECRET}}
+    if where == "base name":
+        module.model_source.export_reference = lambda: {"name": url, "format": "hub"}
+    if where == "training summary":
+        module.lr = f"https://host/?api_key={SECRET}"
+    from lit_align.sharding import policy_state
+
+    target = write_export(tmp_path / "hf", module, policy_state(module.state_dict()), False, 1, {}, config)
+    card = (target / "README.md").read_text()
+    assert SECRET not in card and (where == "config" or "***" in card)  # the config's api_key is dropped (null)
+    assert SECRET not in (target / "adapter_config.json").read_text()
+
+
+def test_an_adapter_is_refused_on_another_base_than_it_was_trained_on(tmp_path, monkeypatch):
+    """Same shapes load without an error: an adapter evaluated on another base gave scores of a model nobody trained.
+    The adapter's recorded base (its portable reference) must name the configured base, or the same folder."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.models import PretrainedModel, save_tiny
+    from lit_align.module import PreferenceModule
+    from lit_align.peft_config import LoraSource
+    from lit_align.reference import AdapterDisabledReference
+    from lit_align.sharding import policy_state
+    from lit_align.trainer import load_for_evaluation
+
+    tiny = dict(hidden_size=32, num_layers=1, num_heads=2)
+    base_a, base_b = save_tiny(tmp_path / "a", **tiny, seed=0), save_tiny(tmp_path / "b", **tiny, seed=1)
+    monkeypatch.chdir(tmp_path)
+    lora = lambda path: PreferenceModule(model=LoraSource(PretrainedModel(path), r=2), reference=AdapterDisabledReference())  # noqa: E731
+    trained = lora(str(base_a))
+    trained.configure_model()
+    adapter = write_export(tmp_path / "hf", trained, policy_state(trained.state_dict()), False, 1, {}, None)
+    with pytest.raises(UserError, match=f"trained on the base '{base_a}' but the config's base is '{base_b}'"):
+        load_for_evaluation(lora(str(base_b)), str(adapter), None)
+    load_for_evaluation(lora("a"), str(adapter), None)  # the same folder, spelled relative to the working directory
+    load_for_evaluation(lora(str(base_a)), str(adapter), None)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "Org/Base-v1"}))
+    module = lora(str(base_a))
+    monkeypatch.setattr(module.model_source, "export_reference", lambda: {"name": "Org/Base-v2", "format": "hub"})
+    with pytest.raises(UserError, match="trained on the base 'Org/Base-v1' but the config's base is 'Org/Base-v2'"):
+        load_for_evaluation(module, str(adapter), None)
+
+
+@pytest.mark.parametrize("dirname", ["", ".", "..", "../elsewhere", "a/b", "/tmp/abs", "a\\b"])
+def test_export_dirname_is_one_folder_inside_the_run(dirname):
+    """dirname '.' made the export replace the whole run directory (checkpoints included); '..' escaped it."""
+    from callbacks.hf_export import HFExport
+    from lit_align.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hf_export.dirname"):
+        HFExport(dirname=dirname)
+
+
+@pytest.mark.parametrize("existing", ["checkpoints", "data folder", "a file", "hf with a stray file only"])
+def test_export_never_replaces_what_is_not_an_export(tmp_path, existing):
+    """hf_export.dirname: checkpoints replaced the run's checkpoints by the export (rmtree, then rename)."""
+    from callbacks.hf_export import write_export
+    from lit_align.errors import UserError
+    from lit_align.sharding import policy_state
+
+    module = tiny_module(tmp_path, lora=False)
+    state = policy_state(module.state_dict())
+    target = tmp_path / "run" / existing.split()[0]
+    target.parent.mkdir()
+    if existing == "a file":
+        target.write_text("keep")
+    else:
+        target.mkdir()
+        (target / {"checkpoints": "last.ckpt", "data": "train.jsonl", "hf": "notes.txt"}[target.name]).write_text("keep")
+    before = sorted(p.name for p in target.parent.rglob("*"))
+    with pytest.raises(UserError, match="exists and is not an earlier export"):
+        write_export(target, module, state, False, 1, {}, None)
+    assert sorted(p.name for p in target.parent.rglob("*")) == before
+    previous = write_export(tmp_path / "run" / "hf2", module, state, False, 1, {}, None)  # an earlier export is replaced
+    assert write_export(previous, module, state, False, 2, {}, None) == previous
+    assert "optimizer steps: 2" in (previous / "README.md").read_text()
+
+
+@pytest.mark.parametrize("last", ["nan", "inf", "-inf"])
+def test_card_metrics_keep_a_non_finite_last_value(tmp_path, last):
+    """metrics_at skipped non-finite values, so cli.py export's card showed an older finite value as the final one."""
+    import math
+
+    from callbacks.model_card import metrics_at, model_card
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(f"epoch,step,val/loss\n0,1,0.7\n0,2,{last}\n")
+    value = metrics_at(csv, 2)["val/loss"]
+    assert not math.isfinite(value) and str(value) == str(float(last))
+    card = model_card(None, False, False, 2, metrics_at(csv, 2), None, {})
+    assert f"| val/loss | {float(last):.6g} |" in card and "0.7" not in card

@@ -4,6 +4,7 @@ QLoRA is refused in one line where the platform cannot run it (this CPU machine)
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -148,3 +149,36 @@ def test_qlora_loads_a_4bit_base_with_trainable_adapters(tmp_path):
     ids = torch.randint(0, 250, (2, 8), device="cuda")
     model.to("cuda")(ids).logits.float().sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
+
+
+BAD_SETTINGS = {  # each used to reach PEFT, which took it without a word or with a traceback
+    "alpha 0": ({"alpha": 0}, "LoraSource alpha must be a number > 0, got 0"),
+    "alpha negative": ({"alpha": -16}, "LoraSource alpha must be a number > 0, got -16"),
+    "alpha nan": ({"alpha": math.nan}, "LoraSource alpha must be a number > 0, got nan"),
+    "alpha inf": ({"alpha": math.inf}, "LoraSource alpha must be a number > 0, got inf"),
+    "dropout 1": ({"dropout": 1.0}, "LoraSource dropout must be a number >= 0 and < 1, got 1.0"),
+    "dropout negative": ({"dropout": -0.1}, "LoraSource dropout must be a number >= 0 and < 1, got -0.1"),
+    "dropout nan": ({"dropout": math.nan}, "LoraSource dropout must be a number >= 0 and < 1, got nan"),
+    "target unknown": ({"target_modules": ["nope"]}, "LoraSource target_modules ['nope']: Target modules"),
+    "target one unknown": ({"target_modules": ["q_proj", "nope"]}, "LoraSource target_modules ['nope']: no module"),
+    "target typo": ({"target_modules": ["q_proj", "v_prj"]}, "LoraSource target_modules ['v_prj']: no module"),
+    "target empty list": ({"target_modules": []}, "LoraSource target_modules []: "),
+    "target empty string": ({"target_modules": ""}, "LoraSource target_modules '': "),
+    "modules_to_save unknown": ({"modules_to_save": ["lm_head", "nope"]}, "LoraSource modules_to_save ['nope']: no module"),
+    "modules_to_save typo": ({"modules_to_save": ["lm_heads"]}, "LoraSource modules_to_save ['lm_heads']: no module"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_lora_settings_are_refused_in_one_line(case):
+    """Numbers PEFT would take silently (alpha 0 trains nothing, dropout 1 drops every input, NaN poisons the
+    weights), targets it fails on with a traceback, and modules_to_save it skips without a word."""
+    kwargs, message = BAD_SETTINGS[case]
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        lora(**kwargs).load_model()
+    assert "\n" not in str(err.value)
+
+
+def test_modules_to_save_matched_by_suffix_is_accepted():
+    model = lora(modules_to_save=["embed_tokens"], target_modules=["q_proj"]).load_model()
+    assert any("embed_tokens" in n and p.requires_grad for n, p in model.named_parameters())

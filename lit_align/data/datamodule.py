@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from lit_align.data.collate import PairCollator
 from lit_align.data.formats import Format
 from lit_align.data.mixing import DataSource
-from lit_align.data.rows import Part, check_same_extras, read_part, tokenize_part
+from lit_align.data.rows import Part, keep_common_extras, read_part, tokenize_part
 from lit_align.data.splits import check_overlap, hold_out, mix, resolve_sources, sum_counts
 from lit_align.data.sources import DataError
 from lit_align.data.tokenize import TokenizedPair
@@ -190,8 +190,8 @@ class PreferenceDataModule(FiniteSettings, L.LightningDataModule):
         val = [read(s.path, s.val_split) for s in self.sources if s.val_split]
         if self.val_path:
             val.append(read(self.val_path, self.val_split or "test"))
-        check_same_extras(train, "training sources")
-        check_same_extras(val, "validation sources")
+        keep_common_extras(train)
+        keep_common_extras(val)
         return train, val
 
     def _tokenizer(self):

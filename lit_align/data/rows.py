@@ -8,7 +8,7 @@ model loads; the second at setup. Both report a bad row in one line naming file,
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lit_align.data.formats import Format, ParsedPair, parse_row, render
 from lit_align.data.sources import DataError, iter_rows
@@ -54,11 +54,25 @@ def read_part(path: str, split: str, fmt: Format, marker: str, on_bad_row: str, 
     return part
 
 
-def check_same_extras(parts: list[Part], what: str) -> None:
-    """Sources of one split either all carry scores / reference log-probs or none do."""
-    seen = {extras_of(p.rows[0][1]): p.label for p in parts if p.rows}
-    if len(seen) > 1:
-        raise DataError(f"{what}: score / ref_*_logps columns must be in every source or none ({', '.join(seen.values())} differ)")
+EXTRAS = ("scores", "ref_logps")  # ParsedPair's optional columns (formats.OPTIONAL_PAIRS), by attribute
+
+
+def keep_common_extras(parts: list[Part]) -> None:
+    """Drop the optional columns (scores, reference log-probs) that some sources of one split lack.
+
+    Collation stacks a column per batch, so a mixed split carries one only if every source does; a
+    mix of, say, ultrafeedback (scored) and HH-RLHF (unscored) then trains without scores, which is
+    counted in the ``[data]`` line (``scores_dropped``); a loss that needs them (ODPO) refuses the
+    batch in one line. Within one source the columns are still all-or-none (``read_part``).
+    """
+    parts = [p for p in parts if p.rows]
+    for name in EXTRAS:
+        has = [getattr(p.rows[0][1], name) is not None for p in parts]
+        if any(has) and not all(has):
+            for part, had in zip(parts, has):
+                if had:
+                    part.rows = [(where, replace(pair, **{name: None})) for where, pair in part.rows]
+                    part.counts[f"{name}_dropped"] = len(part.rows)
 
 
 def tokenize_part(part: Part, tokenizer, chat_template: bool, max_length: int, max_prompt_length: int,

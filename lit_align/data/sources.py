@@ -22,15 +22,18 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
     """Yield ``(location, row)``; ``row`` may be anything (validation happens in formats.py)."""
     path = Path(source)
     if path.is_file():
-        suffix = path.suffix.lower()
+        suffixes = [s.lower() for s in path.suffixes] or [""]
+        compression = suffixes[-1] if suffixes[-1] in COMPRESSED else None
+        suffix = (suffixes[-2] if len(suffixes) > 1 else "") if compression else suffixes[-1]
         if suffix in (".jsonl", ".ndjson"):
-            yield from _jsonl(path)
+            yield from _checked_read(path, compression, _jsonl)
         elif suffix == ".json":
-            yield from _json(path)
-        elif suffix == ".parquet":
+            yield from _checked_read(path, compression, _json)
+        elif suffix == ".parquet" and not compression:
             yield from _parquet(path)
         else:
-            raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+            raise DataError(f"{path}: unsupported file type {''.join(suffixes[-2:] if compression else suffixes[-1:])!r} "
+                            "(use .jsonl, .json or .parquet; .jsonl / .json may be compressed: .gz, .bz2, .xz)")
     elif path.is_dir() and not is_saved_dataset(path):  # a dataset repository as published: data/<split>-*.parquet ...
         yield from _load_dataset(source, split, f"{path}[{split}]")
     elif path.is_dir():
@@ -46,6 +49,27 @@ def iter_rows(source: str, split: str = "train") -> Iterator[tuple[str, Any]]:
         yield from _load_dataset(source, split, f"{source}[{split}]")
     else:
         raise DataError(f"{source}: no such file or directory")
+
+
+COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}  # what datasets' json loader also reads (stdlib modules)
+
+
+def _open(path: Path, compression: str | None):
+    if compression is None:
+        return open(path, "rb")
+    import importlib
+
+    return importlib.import_module(COMPRESSED[compression]).open(path, "rb")
+
+
+def _checked_read(path: Path, compression: str | None, reader) -> Iterator[tuple[str, Any]]:
+    """``reader``'s rows; a damaged or truncated compressed file is one line naming it (not zlib's traceback)."""
+    try:
+        yield from reader(path, compression)
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile, lzma.LZMAError and bz2's are OSErrors; a cut file EOFError
+        if compression is None:
+            raise
+        raise DataError(f"{path}: not a readable {compression} file ({type(err).__name__}: {str(err)[:120]})") from None
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -112,8 +136,8 @@ def decode_utf8(raw: bytes, path: Path, line_no: int | None = None) -> str:
         raise DataError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{byte} at byte column {column}); re-encode the file as UTF-8") from None
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, "rb") as f:  # bytes, decoded per line, so a bad byte is reported with its line
+def _jsonl(path: Path, compression: str | None = None) -> Iterator[tuple[str, Any]]:
+    with _open(path, compression) as f:  # bytes, decoded per line, so a bad byte is reported with its line
         for line_no, raw in enumerate(f, 1):
             try:
                 line = decode_utf8(raw, path, line_no)
@@ -150,9 +174,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def _json(path: Path) -> Iterator[tuple[str, Any]]:
+def _json(path: Path, compression: str | None = None) -> Iterator[tuple[str, Any]]:
+    with _open(path, compression) as f:
+        raw = f.read()
     try:
-        data = json.loads(decode_utf8(path.read_bytes(), path).removeprefix("\ufeff"))
+        data = json.loads(decode_utf8(raw, path).removeprefix("\ufeff"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
     except (ValueError, RecursionError) as err:  # an integer past Python's 4300-digit limit, nesting too deep

@@ -11,7 +11,7 @@ from lit_align.data.mixing import DataSource, mix_counts, pick
 from lit_align.data.rows import Part
 from lit_align.data.sources import DataError, has_splits
 from lit_align.data.tokenize import TokenizedPair
-from lit_align.errors import ConfigError
+from lit_align.errors import ConfigError, check_number
 
 
 def resolve_sources(train_path: str | None, train_split: str, val_path: str | None, val_split: str | None,
@@ -27,7 +27,8 @@ def resolve_sources(train_path: str | None, train_split: str, val_path: str | No
                 out.append(s if isinstance(s, DataSource) else DataSource(**s))
             except TypeError as err:  # an unknown or missing key in a mapping given in code
                 raise ConfigError(f"sources[{i}]: {err} (keys: path, split, val_split, weight)") from None
-        for i, s in enumerate(out):
+        for i, s in enumerate(out):  # every weight, also a lone source's (mix_counts sees only mixes)
+            check_number(f"sources[{i}].weight", s.weight, 0, low_open=True)
             if s.val_split and not has_splits(s.path):
                 raise ConfigError(f"sources[{i}].val_split {s.val_split!r}: {s.path} is a single file, which has no splits")
         return out

@@ -76,10 +76,12 @@ def check_tiny_settings(hidden_size: int, num_layers: int, num_heads: int, inter
 
 
 def check_lora_settings(r: int, alpha: float, dropout: float, seed: int) -> None:
-    check_number("r", r, 1, integer=True)
-    check_number("alpha", alpha, 0, low_open=True)
-    check_number("dropout", dropout, 0, 1, high_open=True)
-    check_number("seed", seed, *SEED_RANGE, integer=True)
+    # PEFT takes any number: alpha 0 trains an adapter that changes nothing, NaN poisons the weights, a
+    # dropout outside [0, 1) is silently none (negative) or drops every input (1)
+    check_number("LoraSource r", r, 1, integer=True)
+    check_number("LoraSource alpha", alpha, 0, low_open=True)
+    check_number("LoraSource dropout", dropout, 0, 1, high_open=True)
+    check_number("LoraSource seed", seed, *SEED_RANGE, integer=True)
 
 
 def max_positions(source: Any) -> int | None:
