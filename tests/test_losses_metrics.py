@@ -1,0 +1,116 @@
+"""What the losses log: every metric's name and value, recomputed here from the inputs.
+
+Three pairs (policy / reference log-probs, token counts and scores below); every value is written
+out from its definition in the loss's docstring, independently of the loss code. Metric names are
+part of the interface (dashboards, the study tables read them), so they are pinned too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_align import losses as L
+from lit_align.batch import PreferenceBatch, SequenceLogps
+
+PW, PL = [-10.0, -6.0, -9.0], [-12.0, -5.0, -7.0]
+QW, QL = [-11.0, -5.5, -9.5], [-11.5, -6.0, -7.5]
+NW, NL = [5, 3, 4], [4, 2, 5]
+SCORES = [[0.9, 0.1], [0.7, 0.2], [0.6, 0.5]]
+BETA = 0.1
+
+
+def seq(chosen, rejected) -> SequenceLogps:
+    return SequenceLogps(torch.tensor(chosen, dtype=torch.float64), torch.tensor(rejected, dtype=torch.float64), torch.tensor(NW), torch.tensor(NL))
+
+
+def run(loss):
+    z = torch.zeros(6, 4, dtype=torch.long)
+    batch = PreferenceBatch(z, z, z, torch.arange(3), scores=torch.tensor(SCORES, dtype=torch.float64))
+    return loss(seq(PW, PL), seq(QW, QL) if loss.requires_reference else None, batch)
+
+
+def mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
+def rewards(beta: float, sw: list[float], sl: list[float]) -> dict[str, float]:
+    return {"rewards/chosen": mean([beta * x for x in sw]), "rewards/rejected": mean([beta * x for x in sl]),
+            "rewards/margins": mean([beta * (x - y) for x, y in zip(sw, sl)]),
+            "rewards/accuracies": mean([float(x > y) for x, y in zip(sw, sl)])}
+
+
+RW = [p - q for p, q in zip(PW, QW)]  # [1, -0.5, 0.5]
+RL = [p - q for p, q in zip(PL, QL)]  # [-0.5, 1, 0.5]
+PW_BAR = [p / n for p, n in zip(PW, NW)]
+PL_BAR = [p / n for p, n in zip(PL, NL)]
+
+
+def log_odds(m: float) -> float:
+    return m - math.log(1 - math.exp(m))
+
+
+EXPECTED = {
+    "DPO": lambda: rewards(BETA, RW, RL),
+    "DPOP": lambda: rewards(BETA, RW, RL) | {"dpop/penalty": mean([max(0.0, -x) for x in RW]), "dpop/active": 1 / 3},
+    "ODPO": lambda: rewards(BETA, RW, RL) | {"odpo/offset": mean([math.log(w - l) for w, l in SCORES])},
+    "CPO": lambda: rewards(BETA, PW, PL) | {"cpo/nll": mean([-p / n for p, n in zip(PW, NW)])},
+    "ORPO": lambda: rewards(0.1, PW_BAR, PL_BAR) | {"orpo/nll": mean([-p for p in PW_BAR]),
+                                                     "orpo/log_odds": mean([log_odds(w) - log_odds(l) for w, l in zip(PW_BAR, PL_BAR)])},
+    "SimPO": lambda: rewards(2.0, PW_BAR, PL_BAR),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_metrics_are_named_and_valued_by_their_definition(name):
+    out = run(getattr(L, name)(**({"beta": BETA} if name not in ("ORPO", "SimPO") else {})))
+    expected = EXPECTED[name]()
+    assert set(out.metrics) == set(expected)
+    for key, value in expected.items():
+        got = out.metrics[key]
+        assert isinstance(got, torch.Tensor) and got.dim() == 0 and not got.requires_grad, key
+        assert float(got) == pytest.approx(value, abs=1e-7), key  # accuracies are float32 means
+
+
+def test_weighted_loss_prefixes_terms_and_exposes_the_first_rewards():
+    """CPO-style composite DPO + SFT: each term under its name, its loss as <name>/loss, and the first
+    term's reward metrics also unprefixed."""
+    out = run(L.WeightedLoss([L.DPO(beta=BETA), L.SFT()], weights=[1.0, 0.5]))
+    dpo, sft = run(L.DPO(beta=BETA)), run(L.SFT())
+    assert set(out.metrics) == {f"dpo/{k}" for k in dpo.metrics} | {f"sft/{k}" for k in sft.metrics} | {"dpo/loss", "sft/loss"} | set(rewards(BETA, RW, RL))
+    assert float(out.metrics["sft/loss"]) == pytest.approx(mean([-p / n for p, n in zip(PW, NW)]))
+    for key, value in rewards(BETA, RW, RL).items():
+        assert float(out.metrics[key]) == pytest.approx(value)
+    torch.testing.assert_close(out.losses, dpo.losses + 0.5 * sft.losses)
+    assert out.losses.shape == (3,)
+
+
+def test_wpo_weight_metric_is_the_mean_pair_weight():
+    """w = exp(mean log p(yw) - stat_w + mean log p(yl) - stat_l) per pair (WPO, arXiv 2406.11827)."""
+    stat = [-1.5, -1.0, -2.0, -2.5, -1.2, -1.1]
+    policy = seq(PW, PL)
+    policy.mean_log_sum_sq_probs = torch.tensor(stat, dtype=torch.float64)
+    z = torch.zeros(6, 4, dtype=torch.long)
+    out = L.WPOWeighted(L.DPO(beta=BETA))(policy, seq(QW, QL), PreferenceBatch(z, z, z, torch.arange(3)))
+    weights = [math.exp(PW_BAR[i] - stat[i] + PL_BAR[i] - stat[3 + i]) for i in range(3)]
+    assert float(out.metrics["wpo/weight"]) == pytest.approx(mean(weights))
+    dpo = run(L.DPO(beta=BETA)).losses
+    torch.testing.assert_close(out.losses, dpo * torch.tensor(weights, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("gap, ok", [(0.5, True), (1e-3, True), (0.0, False), (-0.2, False)])
+def test_odpo_accepts_any_positive_score_gap(gap, ok):
+    z = torch.zeros(2, 4, dtype=torch.long)
+    batch = PreferenceBatch(z, z, z, torch.tensor([7]), scores=torch.tensor([[0.5 + gap, 0.5]], dtype=torch.float64))
+    policy, reference = SequenceLogps(*(torch.tensor([x], dtype=torch.float64) for x in (-1.0, -2.0, 1, 1))), \
+        SequenceLogps(*(torch.tensor([x], dtype=torch.float64) for x in (-1.5, -1.5, 1, 1)))
+    if ok:
+        out = L.ODPO(beta=BETA)(policy, reference, batch)
+        assert float(out.metrics["odpo/offset"]) == pytest.approx(math.log(gap))
+    else:
+        with pytest.raises(ValueError, match=r"score_chosen > score_rejected; dataset row 7 has a gap of"):
+            L.ODPO(beta=BETA)(policy, reference, batch)
+    with pytest.raises(ValueError, match=r"^ODPO needs per-pair scores: add score_chosen / score_rejected columns"):
+        L.ODPO()(policy, reference, PreferenceBatch(z, z, z, torch.tensor([7])))
