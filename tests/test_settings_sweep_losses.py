@@ -11,6 +11,7 @@ BCO's running shift).
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import torch
@@ -155,3 +156,17 @@ def test_a_composite_passes_the_optimizer_step_to_its_terms(make, wrap):
     assert any(not torch.equal(before[k], after[k]) for k in before), "the inner loss's state never moved"
     for k, v in alone.state_dict().items():
         torch.testing.assert_close(after[k], v, rtol=1e-12, atol=1e-12, msg=k)  # LD-DPO re-sums tokens: rounding only
+
+
+NUMERIC = [(n, s) for n, s, d in CASES if isinstance(d, (int, float)) and not isinstance(d, bool)]
+
+
+@pytest.mark.parametrize("name, setting", NUMERIC, ids=[f"{n}.{s}" for n, s in NUMERIC])
+def test_a_nan_setting_is_refused_naming_it(name, setting):
+    """Every numeric setting of every loss refuses NaN at construction, with a message that names it
+    (a NaN beta would otherwise train on NaN losses until the non-finite check stops the run)."""
+    from lit_align.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        build(name, **{setting: float("nan")})
+    assert re.search(rf"\b{setting}\b", str(refused.value)), str(refused.value)
