@@ -114,3 +114,95 @@ def test_odpo_accepts_any_positive_score_gap(gap, ok):
             L.ODPO(beta=BETA)(policy, reference, batch)
     with pytest.raises(ValueError, match=r"^ODPO needs per-pair scores: add score_chosen / score_rejected columns"):
         L.ODPO()(policy, reference, PreferenceBatch(z, z, z, torch.tensor([7])))
+
+
+def ls(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+PER_PAIR = {
+    # loss -> per-pair value from its definition on the three pairs (rw, rl differ from +-1, so a
+    # product and a quotient by the log-ratio cannot coincide as they do at rw = 1)
+    "NCAPair": lambda rw, rl, nw, nl: -ls(BETA * rw) - 0.5 * ls(-BETA * rw) - 0.5 * ls(-BETA * rl),
+    "APOZero": lambda rw, rl, nw, nl: (1 - sig(BETA * rw)) + sig(BETA * rl),
+    "APODown": lambda rw, rl, nw, nl: sig(BETA * rw) + (1 - sig(BETA * (rw - rl))),
+    "MinorDPO": lambda rw, rl, nw, nl: -ls(BETA * rw - BETA * max(0.0, rl)),
+    "LengthNormalizedDPO": lambda rw, rl, nw, nl: -ls(BETA * (rw / nw - rl / nl)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PER_PAIR))
+def test_per_pair_losses_by_their_definition(name):
+    out = run(getattr(L, name)(beta=BETA))
+    expected = [PER_PAIR[name](*args) for args in zip(RW, RL, NW, NL)]
+    torch.testing.assert_close(out.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_one_token_completions_are_not_rescaled():
+    """Length normalisation divides by the token count (clamped at 1 only for empty completions): a
+    1-token completion's mean is its sum."""
+    policy, reference = seq([-2.0, -3.0, -1.0], [-4.0, -1.0, -2.0]), seq([-1.0] * 3, [-1.0] * 3)
+    for p in (policy, reference):
+        p.chosen_tokens, p.rejected_tokens = torch.tensor([1, 1, 0]), torch.tensor([1, 0, 1])
+    z = torch.zeros(6, 4, dtype=torch.long)
+    batch = PreferenceBatch(z, z, z, torch.arange(3))
+    out = L.LengthNormalizedDPO(beta=BETA)(policy, reference, batch)
+    expected = [-ls(BETA * ((-2.0 + 1.0) - (-4.0 + 1.0))), -ls(BETA * ((-3.0 + 1.0) - (-1.0 + 1.0))), -ls(BETA * ((-1.0 + 1.0) - (-2.0 + 1.0)))]
+    torch.testing.assert_close(out.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(L.SFT()(policy, None, batch).losses, torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["AOTPaired", "AOTUnpaired"])
+def test_aot_label_smoothing_mixes_both_directions(name):
+    """With smoothing e the per-pair loss is -(1-e) ls(z) - e ls(-z), z recovered from the e = 0 loss
+    (-ls(z) = softplus(-z)); the reward metrics are the standard ones."""
+    plain, smoothed = run(getattr(L, name)(beta=BETA)), run(getattr(L, name)(beta=BETA, label_smoothing=0.2))
+    z = [-math.log(math.expm1(v)) for v in plain.losses.tolist()]
+    expected = [-(0.8) * ls(x) - 0.2 * ls(-x) for x in z]
+    torch.testing.assert_close(smoothed.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9)
+    for key, value in rewards(BETA, RW, RL).items():
+        assert float(plain.metrics[key]) == pytest.approx(value, abs=1e-7), key
+
+
+def test_weighted_loss_defaults_names_and_batch():
+    """Default weight 1 (the sum is the term itself); repeated classes numbered; every term sees the batch
+    (ODPO reads its scores); every metric a tensor."""
+    alone = run(L.ODPO(beta=BETA))
+    inside = run(L.WeightedLoss([L.ODPO(beta=BETA)]))
+    torch.testing.assert_close(inside.losses, alone.losses, rtol=0, atol=0)
+    two = run(L.WeightedLoss([L.DPO(beta=BETA), L.DPO(beta=0.5)]))
+    assert {"dpo/loss", "dpo2/loss"} <= set(two.metrics)
+    assert float(two.metrics["dpo2/rewards/margins"]) == pytest.approx(mean([0.5 * (w - l) for w, l in zip(RW, RL)]))
+    assert all(isinstance(v, torch.Tensor) for v in two.metrics.values())
+    with pytest.raises(ValueError, match=r"^WeightedLoss needs at least one loss$"):
+        L.WeightedLoss([])
+
+
+def test_odpo_names_the_first_row_without_a_positive_gap():
+    z = torch.zeros(4, 4, dtype=torch.long)
+    batch = PreferenceBatch(z, z, z, torch.tensor([3, 9]), scores=torch.tensor([[0.9, 0.4], [0.5, 0.5]], dtype=torch.float64))
+    two = SequenceLogps(*(torch.tensor(v, dtype=torch.float64) for v in ([-1.0, -2.0], [-2.0, -1.0])), torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match=r"dataset row 9 has a gap of 0$"):
+        L.ODPO(beta=BETA)(two, two, batch)
+
+
+@pytest.mark.parametrize("build, ok", [
+    (lambda: L.EXOPair(eps=0.5), False), (lambda: L.EXOPair(eps=0.499), True),
+    (lambda: L.EpsilonDPO(eps=1.0), False), (lambda: L.EpsilonDPO(eps=0.999), True),
+    (lambda: L.DPOP(lam=0.0), True), (lambda: L.ODPO(alpha=0.0), True), (lambda: L.CPO(alpha=0.0), True),
+    (lambda: L.DPO(label_smoothing=0.0), True), (lambda: L.DPO(label_smoothing=0.5), False),
+    (lambda: L.RobustDPO(label_noise=0.0), True), (lambda: L.RobustDPO(label_noise=0.5), False),
+], ids=["exo-0.5", "exo-0.499", "eps-1", "eps-0.999", "dpop-lam-0", "odpo-alpha-0", "cpo-alpha-0",
+        "dpo-ls-0", "dpo-ls-0.5", "rdpo-0", "rdpo-0.5"])
+def test_range_boundaries(build, ok):
+    """Each documented bound, on both sides: 0 is allowed where the docstring says 'off' (lam 0, alpha 0,
+    no smoothing); 0.5 and 1 are refused where the range is open."""
+    if ok:
+        build()
+    else:
+        with pytest.raises(ValueError, match=r"must be"):
+            build()
