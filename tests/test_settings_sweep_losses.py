@@ -170,3 +170,26 @@ def test_a_nan_setting_is_refused_naming_it(name, setting):
     with pytest.raises(ConfigError) as refused:
         build(name, **{setting: float("nan")})
     assert re.search(rf"\b{setting}\b", str(refused.value)), str(refused.value)
+
+
+PAPER_DEFAULTS = {
+    # the defaults the docstrings document (each loss's paper, or TRL's where the paper gives none);
+    # a changed default silently changes every recipe that relies on it
+    "AOTPaired": {"beta": 0.1, "label_smoothing": 0.0}, "AOTUnpaired": {"beta": 0.1, "label_smoothing": 0.0},
+    "APODown": {"beta": 0.1}, "APOZero": {"beta": 0.1}, "AlphaDivergence": {"alpha": 0.5},
+    "BCOPair": {"beta": 0.1, "shift": True}, "CPO": {"beta": 0.1, "alpha": 1.0}, "DPO": {"beta": 0.1, "label_smoothing": 0.0},
+    "DPOP": {"beta": 0.1, "lam": 50.0}, "DiscoPOP": {"beta": 0.05, "tau": 0.05}, "EXOPair": {"beta": 0.1, "eps": 0.001},
+    "EpsilonDPO": {"beta": 0.01, "eps": 0.01}, "Hinge": {"beta": 0.1}, "IPO": {"beta": 0.1, "length_normalized": True},
+    "LengthDesensitized": {"alpha": 0.5, "reference_too": False}, "LengthNormalizedDPO": {"beta": 0.1, "label_smoothing": 0.0},
+    "LikelihoodDPO": {"beta": 0.01, "label_smoothing": 0.0}, "MinorDPO": {"beta": 0.1}, "NCAPair": {"beta": 0.1},
+    "ODPO": {"beta": 0.1, "alpha": 1.0}, "ORPO": {"lam": 0.1}, "PosteriorDPO": {"beta": 100.0, "label_smoothing": 0.0},
+    "RobustDPO": {"beta": 0.1, "label_noise": 0.1}, "SPPOHard": {"beta": 0.1}, "SimPO": {"beta": 2.0, "gamma": 1.0},
+}
+
+
+def test_defaults_are_the_documented_ones():
+    got = {}
+    for name, setting, default in CASES:
+        if isinstance(default, (bool, int, float)):
+            got.setdefault(name, {})[setting] = default
+    assert got == PAPER_DEFAULTS
