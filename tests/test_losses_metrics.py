@@ -206,3 +206,31 @@ def test_range_boundaries(build, ok):
     else:
         with pytest.raises(ValueError, match=r"must be"):
             build()
+
+
+def test_bco_per_pair_and_its_shift_over_an_accumulation_window():
+    """BCO (arXiv 2404.04656) per pair: -ls(beta rw - delta) - ls(-(beta rl - delta)). delta starts at 0;
+    after an optimizer step whose window held two micro-batches it is the mean of all their rewards
+    beta * [rw..., rl...] (both micro-batches counted, not the difference of their sums)."""
+    loss = L.BCOPair(beta=BETA)
+    first = run(loss)
+    expected = [-ls(BETA * w) - ls(-(BETA * l)) for w, l in zip(RW, RL)]
+    torch.testing.assert_close(first.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    run(loss)  # a second micro-batch of the same window: the same six rewards again
+    loss.after_optimizer_step()
+    rewards_seen = [BETA * x for x in RW + RL] * 2
+    delta = mean(rewards_seen)
+    assert float(loss.running_mean) == pytest.approx(delta) and float(loss.running_count) == 12
+    shifted = run(loss)
+    expected = [-ls(BETA * w - delta) - ls(-(BETA * l - delta)) for w, l in zip(RW, RL)]
+    torch.testing.assert_close(shifted.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_dpop_penalty_is_inactive_at_a_tie():
+    """DPOP's penalty max(0, qw - pw) is 0 when the policy's chosen log-prob equals the reference's, and
+    ``dpop/active`` counts only pairs strictly below it."""
+    z = torch.zeros(4, 4, dtype=torch.long)
+    policy = SequenceLogps(torch.tensor([-5.0, -6.0], dtype=torch.float64), torch.tensor([-7.0, -7.0], dtype=torch.float64), torch.ones(2), torch.ones(2))
+    reference = SequenceLogps(torch.tensor([-5.0, -5.0], dtype=torch.float64), torch.tensor([-6.0, -6.0], dtype=torch.float64), torch.ones(2), torch.ones(2))
+    out = L.DPOP(beta=BETA)(policy, reference, PreferenceBatch(z, z, z, torch.arange(2)))
+    assert float(out.metrics["dpop/active"]) == 0.5 and float(out.metrics["dpop/penalty"]) == pytest.approx(0.5)
