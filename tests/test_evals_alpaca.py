@@ -101,9 +101,11 @@ def test_length_controlled_winrate_on_the_official_annotations():
     delta = np.array([len(r["output_1"]) - len(r["output_2"]) for r in rows], float)
     x = np.stack([np.tanh(delta / delta.std(ddof=1)), np.ones_like(delta)], axis=1)
     t_len, t_model = irls_soft_logistic(x, np.array([r["preference"] for r in rows], float) - 1)
-    assert ours["lc_t_len"] == pytest.approx(t_len, abs=0.15) and ours["lc_t_model"] == pytest.approx(t_model, abs=0.02)
-    assert t_len < -4  # the judge favours the longer (baseline) output strongly: the sign a dlen mix-up would flip
-    assert ours["length_controlled_winrate_length_only_glm"] == pytest.approx(100 / (1 + math.exp(-t_model)), abs=0.25)
+    # the L1 penalty at the cross-validated C shrinks t_len by about 5% (-4.16 vs -4.39 unpenalised)
+    assert ours["lc_t_len"] == pytest.approx(t_len, abs=0.3) and ours["lc_t_model"] == pytest.approx(t_model, abs=0.05)
+    assert t_len < -4 and ours["lc_t_len"] < -4  # the judge favours the longer (baseline) output: a dlen mix-up flips it
+    assert ours["length_controlled_winrate_length_only_glm"] == pytest.approx(100 / (1 + math.exp(-t_model)), abs=0.6)
+    assert lc_metrics(rows) == ours  # reproducible: the same annotations give the same figure (liblinear is seeded)
 
 
 def test_discrete_fallback_and_missing_identifier():
