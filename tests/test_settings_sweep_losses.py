@@ -193,3 +193,17 @@ def test_defaults_are_the_documented_ones():
         if isinstance(default, (bool, int, float)):
             got.setdefault(name, {})[setting] = default
     assert got == PAPER_DEFAULTS
+
+
+def test_default_built_losses_hold_the_documented_defaults():
+    """The same defaults as held by losses built without arguments (what a recipe gets when it omits them)."""
+    renamed = {("EpsilonDPO", "beta"): "baseline_beta"}
+    checked = 0
+    for name, values in PAPER_DEFAULTS.items():
+        loss = build(name)
+        holder = loss.divergence if name in DIVERGENCES else loss
+        for setting, expected in values.items():
+            value = getattr(holder, renamed.get((name, setting), setting))
+            assert float(value) == expected, f"{name}.{setting}"
+            checked += 1
+    assert checked == sum(len(v) for v in PAPER_DEFAULTS.values())
