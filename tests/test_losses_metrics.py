@@ -132,7 +132,15 @@ PER_PAIR = {
     "APODown": lambda rw, rl, nw, nl: sig(BETA * rw) + (1 - sig(BETA * (rw - rl))),
     "MinorDPO": lambda rw, rl, nw, nl: -ls(BETA * rw - BETA * max(0.0, rl)),
     "LengthNormalizedDPO": lambda rw, rl, nw, nl: -ls(BETA * (rw / nw - rl / nl)),
+    "IPO": lambda rw, rl, nw, nl: (rw / nw - rl / nl - 1 / (2 * BETA)) ** 2,
 }
+
+
+def test_simpo_per_pair_by_its_definition():
+    """SimPO (arXiv 2405.14734): -ls(beta (pw/|yw| - pl/|yl|) - gamma); margins 1, 0.5, -0.85 here."""
+    out = run(L.SimPO(beta=2.0, gamma=0.7))
+    expected = [-ls(2.0 * (w - l) - 0.7) for w, l in zip(PW_BAR, PL_BAR)]
+    torch.testing.assert_close(out.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(PER_PAIR))
@@ -154,6 +162,9 @@ def test_one_token_completions_are_not_rescaled():
     expected = [-ls(BETA * ((-2.0 + 1.0) - (-4.0 + 1.0))), -ls(BETA * ((-3.0 + 1.0) - (-1.0 + 1.0))), -ls(BETA * ((-1.0 + 1.0) - (-2.0 + 1.0)))]
     torch.testing.assert_close(out.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(L.SFT()(policy, None, batch).losses, torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64))
+    ipo = L.IPO(beta=BETA)(policy, reference, batch).losses
+    expected = [((-2.0 + 1.0) - (-4.0 + 1.0) - 5.0) ** 2, ((-3.0 + 1.0) - (-1.0 + 1.0) - 5.0) ** 2, ((-1.0 + 1.0) - (-2.0 + 1.0) - 5.0) ** 2]
+    torch.testing.assert_close(ipo, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["AOTPaired", "AOTUnpaired"])
