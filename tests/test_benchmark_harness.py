@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -178,15 +179,19 @@ def test_end_to_end_against_trl(tmp_path):
     import benchmarks.trl_vs_lit as harness
 
     out = tmp_path / "smoke.md"
+    # fp32 on both sides (bf16 autocast differs between implementations by ~1e-2 on these losses, too
+    # loose to see a wrong sign or a missing term): measured max |diff| 3.6e-7 (live, cached) and 1.7e-6
+    # (prompt sharing: other summation orders) over 3 steps on the 2-core CPU machine
     harness.main(["--preset", "tiny", "--layers", "1", "--seq-len", "96", "--rounds", "1", "--steps", "3",
                   "--warmup", "1", "--batch-size", "2", "--configs", "live", "cached", "live+prompt-sharing",
-                  "--threads", "1", "--bf16", "--chunk-size", "32", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+                  "--threads", "1", "--chunk-size", "32", "--workdir", str(tmp_path / "work"), "--out", str(out)])
     raw = json.loads(out.with_suffix(".json").read_text())
     cell = raw["cells"][0]
     assert cell["rounds"] == 1 and not cell["failures"]
-    assert set(cell["runs"]) == {"trl:trl[live+bf16]", "trl:trl[precomputed+bf16]", "lit:live", "lit:cached",
-                                 "lit:live+prompt-sharing"}
+    assert set(cell["runs"]) == {"trl:trl[live]", "trl:trl[precomputed]", "lit:live", "lit:cached", "lit:live+prompt-sharing"}
     for key in ("lit:live", "lit:cached", "lit:live+prompt-sharing"):
-        ref = "trl:trl[precomputed+bf16]" if "cached" in key else "trl:trl[live+bf16]"
-        assert max(abs(a - b) for a, b in zip(cell["losses"][key], cell["losses"][ref])) < 5e-2
+        ref = "trl:trl[precomputed]" if "cached" in key else "trl:trl[live]"
+        losses = cell["losses"][key]
+        assert losses[0] == pytest.approx(math.log(2), abs=1e-6) and losses[-1] < losses[0] - 0.05  # it trains
+        assert max(abs(a - b) for a, b in zip(losses, cell["losses"][ref])) < 2e-5, key
     assert "NO" not in Path(out).read_text()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 
 
 def test_pairs_have_one_correct_answer_and_a_near_miss():
@@ -41,3 +43,13 @@ def test_demo_command_runs_end_to_end(tmp_path):
         assert saved["complete"] and saved["metrics"]["sort_verifier/n"] == 500
     assert results["reference (SFT)"]["val/rewards/margins"] == 0.0  # compared with itself
     assert (tmp_path / "dpo" / "hf" / "config.json").is_file()
+    # values of the trained model: DPO moved the policy away from its SFT start (reward margin no
+    # longer exactly 0, loss no longer exactly the untrained log 2), and the numbers are finite
+    tuned, start = results["tuned (DPO)"], results["reference (SFT)"]
+    assert start["val/loss"] == pytest.approx(math.log(2), abs=1e-6)  # the untrained value, by definition
+    assert math.isfinite(tuned["val/rewards/margins"]) and tuned["val/rewards/margins"] != 0.0
+    assert math.isfinite(tuned["val/loss"]) and abs(tuned["val/loss"] - math.log(2)) > 1e-6
+    from safetensors.torch import load_file
+
+    sft, dpo = load_file(tmp_path / "sft" / "hf" / "model.safetensors"), load_file(tmp_path / "dpo" / "hf" / "model.safetensors")
+    assert any(not torch.equal(sft[k], dpo[k]) for k in sft)

@@ -59,13 +59,35 @@ def test_chunked_equals_naive_loop(model, batch, chunk):
 
 
 def test_padding_and_prompt_tokens_do_not_count(model, batch):
-    """Changing prompt-position targets' scores or pad ids must not change the sums."""
+    """Changing pad ids and the padded length must not change the sums (the 1-layer model)."""
     base = sequence_logps(model, batch)
     repadded = make_batch([([5, 6, 7], [8, 9], [10, 11, 12, 13]), ([20], [21, 22, 23, 24, 25], [26]),
                            ([30, 31, 32, 33, 34], [35], [36, 37])], pad=3, length=16)
     other = sequence_logps(model, repadded)
     torch.testing.assert_close(other.chosen, base.chosen, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(other.rejected, base.rejected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [2, None])
+def test_prompt_targets_do_not_count(chunk):
+    """A bigram model (no decoder layer: the logits at t depend on token t alone), so the completion's
+    conditionals depend on the prompt only through its LAST token. Changing every other prompt token
+    changes the prompt targets' log-probs, never the sums; changing the last one must change them
+    (the first completion target is predicted from it), so the comparison can see a change."""
+    from lit_align.models import TinyModel
+
+    bigram = TinyModel(hidden_size=32, num_layers=1, num_heads=2, seed=0).load_model().eval()
+    bigram.model.layers = torch.nn.ModuleList()  # (TinyModel refuses num_layers 0 as a setting)
+    bigram.config.num_hidden_layers = 0
+    rows = [([5, 6, 7], [8, 9], [10, 11, 12, 13]), ([20, 21], [21, 22, 23, 24, 25], [26]), ([30, 31, 32, 33, 34], [35], [36, 37])]
+    base = sequence_logps(bigram, make_batch(rows, pad=257), chunk_size=chunk)
+    reprompted = [([p + 100 for p in prompt[:-1]] + prompt[-1:], c, r) for prompt, c, r in rows]
+    other = sequence_logps(bigram, make_batch(reprompted, pad=257), chunk_size=chunk)
+    torch.testing.assert_close(other.chosen, base.chosen, atol=1e-5, rtol=0)
+    torch.testing.assert_close(other.rejected, base.rejected, atol=1e-5, rtol=0)
+    last_changed = [(prompt[:-1] + [prompt[-1] + 100], c, r) for prompt, c, r in rows]
+    moved = sequence_logps(bigram, make_batch(last_changed, pad=257), chunk_size=chunk)
+    assert ((moved.chosen - base.chosen).abs() > 1e-3).all() and ((moved.rejected - base.rejected).abs() > 1e-3).all()
 
 
 @pytest.mark.parametrize("chunk", [2, None])

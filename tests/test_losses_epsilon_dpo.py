@@ -9,6 +9,7 @@ z_plus 2.143033 -> s +1, beta_i 0.1 / 1.01 = 0.0990099, D 1.154737, L -ls(0.1143
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -156,3 +157,48 @@ def test_baseline_update_averages_over_ranks():
     mp.start_processes(_rank, args=(2, port, results), nprocs=2, join=True, start_method="spawn")
     assert results[0] == pytest.approx(0.1 / 1.004, abs=1e-9)
     assert results[1] == results[0]
+
+
+# z, z_minus, z_plus per pair -> s: +1 when the beta/(1+eps) mix raises the margin and beta/(1-eps) lowers
+# it (z_minus > z > z_plus), -1 the other way round, 0 otherwise: ties and both-on-one-side (arXiv 2502.13177)
+STEP_CASES = [((0.0, 1.0, -1.0), 1), ((0.0, -1.0, 1.0), -1), ((0.0, 1.0, 0.0), 0), ((0.0, 0.0, -1.0), 0),
+              ((0.0, -1.0, 0.0), 0), ((0.0, 0.0, 1.0), 0), ((0.0, 1.0, 2.0), 0), ((0.0, -2.0, -1.0), 0),
+              ((2.0, 3.5, 1.0), 1), ((-1.0, -3.0, 0.5), -1)]
+
+
+def test_steps_follow_the_definition_on_asymmetric_values_and_ties():
+    """Chosen and rejected halves carry distinct values (so a sign slip between the halves of a mix
+    shows), the mixes are not symmetric around z, and ties give no step."""
+    n = len(STEP_CASES)
+    chosen = torch.linspace(-5.0, -2.0, n, dtype=torch.float64)
+    rejected = chosen - torch.tensor([z for (z, _, _), _ in STEP_CASES], dtype=torch.float64)
+    offset_minus, offset_plus = torch.linspace(-7.0, -4.0, n, dtype=torch.float64), torch.linspace(-9.0, -6.0, n, dtype=torch.float64)
+    z_minus = torch.tensor([m for (_, m, _), _ in STEP_CASES], dtype=torch.float64)
+    z_plus = torch.tensor([p for (_, _, p), _ in STEP_CASES], dtype=torch.float64)
+    policy = SequenceLogps(chosen, rejected, torch.ones(n), torch.ones(n),
+                           mixed_minus=torch.cat([offset_minus + z_minus, offset_minus]),
+                           mixed_plus=torch.cat([offset_plus + z_plus, offset_plus]))
+    assert EpsilonDPO.steps(policy).tolist() == [float(s) for _, s in STEP_CASES]
+
+
+def test_per_pair_beta_and_metrics_follow_the_steps():
+    """beta_i = beta / (1 + eps * s_i): s = +1, -1, 0 with beta 0.1, eps 0.2 -> 0.1/1.2, 0.1/0.8, 0.1; the
+    loss is -log sigmoid(beta_i * (rw - rl)) and the metrics report the per-pair betas."""
+    policy = mixed([1, -1, 0])
+    policy.chosen = torch.tensor([-1.0, -2.0, -3.0], dtype=torch.float64)
+    policy.rejected = torch.tensor([-2.0, -2.5, -1.0], dtype=torch.float64)
+    policy.mixed_minus = policy.mixed_minus + torch.cat([policy.chosen - policy.rejected, torch.zeros(3, dtype=torch.float64)])
+    policy.mixed_plus = policy.mixed_plus + torch.cat([policy.chosen - policy.rejected, torch.zeros(3, dtype=torch.float64)])
+    reference = SequenceLogps(torch.full((3,), -1.5, dtype=torch.float64), torch.full((3,), -1.5, dtype=torch.float64), torch.ones(3), torch.ones(3))
+    loss = EpsilonDPO(beta=0.1, eps=0.2)
+    out = loss(policy, reference, PreferenceBatch(*(torch.zeros(6, 1, dtype=torch.long),) * 3, torch.arange(3)))
+    betas = [0.1 / 1.2, 0.1 / 0.8, 0.1]
+    margins = [1.0, 0.5, -2.0]  # (pw - qw) - (pl - ql) = pw - pl
+    expected = [math.log1p(math.exp(-b * m)) for b, m in zip(betas, margins)]
+    torch.testing.assert_close(out.losses, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert out.losses.dtype == torch.float64
+    assert float(out.metrics["beta/min_pair"]) == pytest.approx(min(betas)) and float(out.metrics["beta/max_pair"]) == pytest.approx(max(betas))
+    assert float(out.metrics["beta/mean_pair"]) == pytest.approx(sum(betas) / 3)
+    assert float(out.metrics["beta/baseline"]) == pytest.approx(0.1) and float(out.metrics["eps/step_mean"]) == 0.0
+    with pytest.raises(ValueError, match=r"^EpsilonDPO needs the epsilon-mixed log-probs"):
+        EpsilonDPO.steps(SequenceLogps(policy.chosen, policy.rejected, torch.ones(3), torch.ones(3), mixed_minus=policy.mixed_minus))

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from benchmarks.studies import sweep
+from tests.conftest import REPO
 
 
 def fake_run(out, beta, margins, loss):
@@ -38,9 +39,17 @@ def test_override_layers_beta_and_logger(tmp_path):
     assert layer["trainer"]["logger"]["init_args"]["name"] == "beta_0.02"
 
 
-def test_invalid_beta_stops_at_startup(tmp_path):
-    with pytest.raises(SystemExit):
-        sweep.main(["--config", "x.yaml", "--betas", "0.1", "0", "--out", str(tmp_path)])
+@pytest.mark.parametrize("bad", ["0", "-0.1", "nan"])
+def test_invalid_beta_stops_at_startup(tmp_path, capsys, bad):
+    """A real recipe, a valid first beta and an invalid second one: refused before any fit starts
+    (no run folder), with the value named (exit status 2, argparse's usage error)."""
+    config = REPO / "configs" / "recipes" / "tiny_beta_sweep.yaml"
+    assert config.is_file()
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--config", str(config), "--betas", "0.1", bad, "--out", str(tmp_path / "sweep")])
+    assert stop.value.code == 2
+    assert f"every beta must be > 0, got {float(bad):g}" in capsys.readouterr().err
+    assert not (tmp_path / "sweep" / "beta_0.1").exists()
 
 
 @pytest.mark.slow

@@ -45,3 +45,23 @@ def test_recipe_runs(recipe, demo_tree, monkeypatch):
     run = demo_tree / logger["save_dir"] / logger["name"] / str(logger.get("version", ""))
     assert (run / "config.yaml").is_file() and (run / "hf" / "config.json").is_file(), run
     assert "val/loss" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert_trained(run, demo_tree / "runs" / "demo" / "sft" / "hf")
+
+
+def assert_trained(run: Path, start: Path) -> None:
+    """The exported policy moved away from the recipes' starting model (runs/demo/sft/hf), its weights
+    are finite, and the last logged validation loss and reward margin are finite numbers."""
+    import csv
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
+    trained, initial = load_file(run / "hf" / "model.safetensors"), load_file(start / "model.safetensors")
+    assert set(trained) == set(initial)
+    assert all(torch.isfinite(v).all() for v in trained.values())
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial), "the policy did not move"
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val/loss")]
+    assert rows, "no validation row"
+    for key in ("val/loss", "val/rewards/margins"):
+        assert math.isfinite(float(rows[-1][key])), key

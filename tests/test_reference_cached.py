@@ -120,8 +120,8 @@ def test_cache_key_changes_with_the_data_and_the_scoring_mode(tmp_path):
     pairs = [p for p in dm.load(dm.train_path, "train", m.tokenizer, "train")]
     assert data_fingerprint(pairs) != data_fingerprint(pairs[1:])
     context = m.reference_context()
-    assert CachedReference().key(context, pairs) != CachedReference(unconditional=True).key(context, pairs)
-    assert CachedReference().key(context, pairs) != CachedReference().key(context, pairs[:-1])
+    assert CachedReference().key(context, pairs, torch.float32) != CachedReference(unconditional=True).key(context, pairs, torch.float32)
+    assert CachedReference().key(context, pairs, torch.float32) != CachedReference().key(context, pairs[:-1], torch.float32)
 
 
 def test_unconditional_scores_equal_the_completion_alone(tmp_path):

@@ -121,7 +121,12 @@ class PackedPairCollator(PairCollator):
             for i, p in enumerate(pairs):
                 seg = Segment()
                 seg.add(p.prompt_ids, 0, 0, -1, TRUNK)
-                seg.add(pick(p), len(p.prompt_ids), 1, offset + i, TRUNK)
+                completion = pick(p)
+                # With an empty prompt the first completion token has nothing inside its segment to be
+                # predicted from (the padded layout cannot score it either); scoring it would read the
+                # previous segment of the row.
+                scored = [0] + [1] * (len(completion) - 1) if not p.prompt_ids else 1
+                seg.add(completion, len(p.prompt_ids), scored, offset + i, TRUNK)
                 out.append(seg)
         return out
 

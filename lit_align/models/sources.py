@@ -190,8 +190,8 @@ class PretrainedModel(ModelSource):
 
             return f"gguf:{gguf.resolve()}:{file_digest(gguf)[:16]}"
         path = Path(self.path)
-        if path.is_dir():  # content hash of the weight files' names, sizes and mtimes: cheap and changes on save
-            stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
+        if path.is_dir():  # the weight files' names, sizes and mtimes (ns: a re-save in the same second changes it too)
+            stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
             return f"dir:{path.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]}"
         return f"hub:{self.path}@{self.revision or 'main'}"
 

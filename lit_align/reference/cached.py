@@ -30,6 +30,7 @@ from lit_align.batch import LogpsRequest, PreferenceBatch, SequenceLogps
 from lit_align.errors import ConfigError
 from lit_align.logprobs import sequence_logps
 from lit_align.models import ModelSource
+from lit_align.models.sources import resolve_dtype
 from lit_align.reference.base import ReferenceContext, ReferenceData, ReferenceStrategy
 from lit_align.reference.frozen import build_reference_model
 from lit_align.reference.unconditional import start_token_id, strip_prompts
@@ -114,12 +115,22 @@ class CachedReference(ReferenceStrategy):
         """
         return self.source if self.source is not None else context.policy_source
 
-    def key(self, context: ReferenceContext, pairs) -> str:
-        return _sha({
-            "version": CACHE_VERSION, "reference": self.starting_point(context).identity(), "dtype": self.dtype,
+    def key_inputs(self, context: ReferenceContext, pairs, policy_dtype: torch.dtype) -> dict[str, object]:
+        """Everything that changes the cached numbers (tests/test_reference_cache_key.py varies each one).
+
+        The dtype is the one the reference really runs in: ``dtype`` None follows the policy's, so a
+        cache filled by a bf16 run must not serve an fp32 one.
+        """
+        dtype = resolve_dtype(self.dtype) if self.dtype else policy_dtype
+        return {
+            "version": CACHE_VERSION, "reference": self.starting_point(context).identity(), "dtype": str(dtype),
             "tokenizer": tokenizer_fingerprint(context.tokenizer), "data": data_fingerprint(pairs),
             "unconditional": self.unconditional,
-        })
+        }
+
+    def key(self, context: ReferenceContext, pairs, policy_dtype: torch.dtype) -> str:
+        """The cache file's name: a sha256 of ``key_inputs``."""
+        return _sha(self.key_inputs(context, pairs, policy_dtype))
 
     def configure(self, policy: nn.Module, context: ReferenceContext) -> None:
         super().configure(policy, context)
@@ -128,7 +139,7 @@ class CachedReference(ReferenceStrategy):
             return  # not attached yet (or already prepared); logps explains what is missing
         model = None
         for split, pairs in data.splits.items():
-            path = Path(self.cache_dir) / f"{self.key(context, pairs)}.{split}.pt"
+            path = Path(self.cache_dir) / f"{self.key(context, pairs, next(policy.parameters()).dtype)}.{split}.pt"
             if not path.exists() and data.rank == 0:
                 model = model if model is not None else build_reference_model(policy, self.starting_point(context), self.dtype)
                 self._write(path, self._compute(model, pairs, data, context))
