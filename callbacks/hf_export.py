@@ -55,17 +55,6 @@ def training_summary(module: L.LightningModule) -> dict[str, str]:
     return summary
 
 
-def check_finite(state: dict, what: str) -> None:
-    """Refuse weights holding NaN or inf (a diverged run): an export is a result others load and trust."""
-    import torch
-
-    bad = [name for name, value in state.items()
-           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
-    if bad:
-        raise UserError(f"{what}: {len(bad)} of {len(state)} weight tensors hold NaN or inf (first: {bad[0]}), the run "
-                        "diverged (lower the learning rate, clip gradients); nothing was exported")
-
-
 def is_export(folder: Path) -> bool:
     """An empty folder or one this module wrote (a model card beside a model or adapter config): safe to replace."""
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else None
@@ -76,13 +65,12 @@ def write_export(target: Path, module: L.LightningModule, state: dict, merged: b
                  metrics: dict[str, float], config: dict | None, safe_serialization: bool = True) -> Path:
     """Write ``target`` (adapter or full model, tokenizer, README.md; ``merged/`` on request) under a temporary
     name, renamed when complete, so an interrupted export never looks like a finished one."""
-    check_finite(state, f"export to {target}")  # before anything is written
     if target.exists() and not is_export(target):  # it is replaced whole: never a run's checkpoints or data
         raise UserError(f"export to {target}: it exists and is not an earlier export (no README.md with a config.json or "
                         "adapter_config.json): choose another hf_export.dirname / output_dir (nothing was written)")
     policy, source = module.policy, module.model_source
     # a diverged policy is no result: refuse it rather than publish NaN weights as the run's model
-    refuse_non_finite(state, f"the policy for export to {target}")
+    refuse_non_finite(state, f"the policy for export to {target}")  # before anything is written
     adapter = is_adapter(policy)
     reference = redact(source.export_reference()) if source is not None else None  # it lands in adapter_config.json
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")

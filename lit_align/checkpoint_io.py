@@ -133,5 +133,5 @@ def refuse_non_finite(state_dict: dict[str, Any], what: str) -> None:
     bad = [name for name, value in state_dict.items()
            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if bad:
-        raise NonFiniteWeightsError(f"refusing to use {what}: non-finite weights (NaN / inf) in {len(bad)} tensors, "
-                                    f"first {', '.join(bad[:3])}; the run diverged (lower model.lr)")
+        raise NonFiniteWeightsError(f"refusing to use {what}: non-finite weights, {len(bad)} of {len(state_dict)} weight tensors "
+                                    f"hold NaN or inf (first {', '.join(bad[:3])}); the run diverged (lower model.lr, clip gradients)")

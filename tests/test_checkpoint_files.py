@@ -25,20 +25,15 @@ import cli
 from lit_align.checkpoint_files import checksum_path, file_digest, verify_checksum
 from lit_align.checkpoint_io import save_atomic
 from tests.test_cli_errors import assert_one_line, run_cli
-from tests.test_fit import fit_config
+from tests.test_fit import fitted_run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    from benchmarks.demos.sort_task import write_task
-
-    root = tmp_path_factory.mktemp("ckpt_files")
-    data = write_task(root / "data", train=16, val=8, test=8)
-    config = fit_config(root, data, steps=2)
-    cli.main(["fit", "--config", str(config)])
-    return {"root": root, "config": str(config), "ckpt": root / "run" / "checkpoints" / "last.ckpt"}
+    run = fitted_run(tmp_path_factory.mktemp("ckpt_files"))
+    return run
 
 
 def copy_checkpoint(trained: dict, tmp_path: Path) -> Path:

@@ -37,6 +37,17 @@ def fit_config(tmp_path: Path, data: dict, steps: int = 4, **model) -> Path:
     return path
 
 
+def fitted_run(root: Path, steps: int = 2) -> dict:
+    """A short fit through the CLI (sort-task data, fit_config): its root, data, config path and last.ckpt."""
+    import cli
+    from benchmarks.demos.sort_task import write_task
+
+    data = write_task(root / "data", train=16, val=8, test=8)
+    config = fit_config(root, data, steps=steps)
+    cli.main(["fit", "--config", str(config)])
+    return {"root": root, "data": data, "config": str(config), "ckpt": root / "run" / "checkpoints" / "last.ckpt"}
+
+
 def test_step0_frozen_copy_gives_rewards_zero_and_loss_ln2(tiny_source, sort_task):
     """The policy and its frozen copy agree exactly, so D = 0: loss = -log sigmoid(0) = ln 2, rewards 0."""
     from lit_align.data import PreferenceDataModule

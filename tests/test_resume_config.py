@@ -13,7 +13,7 @@ import yaml
 
 import cli
 from tests.test_cli_errors import assert_one_line, run_cli
-from tests.test_fit import fit_config
+from tests.test_fit import fitted_run
 from tests.test_run_files import snapshot
 
 FIT_DIFFERENCES = {  # command-line overrides -> the keys the refusal must name
@@ -44,13 +44,9 @@ EVALUATE_DIFFERENCES = {k: v for k, v in FIT_DIFFERENCES.items()
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    from benchmarks.demos.sort_task import write_task
-
-    root = tmp_path_factory.mktemp("resume_config")
-    data = write_task(root / "data", train=16, val=8, test=8)
-    config = fit_config(root, data, steps=2)
-    cli.main(["fit", "--config", str(config)])
-    return {"root": root, "data": data, "config": str(config), "ckpt": str(root / "run" / "checkpoints" / "last.ckpt")}
+    run = fitted_run(tmp_path_factory.mktemp("resume_config"))
+    run["ckpt"] = str(run["ckpt"])
+    return run
 
 
 @pytest.mark.parametrize("name", list(FIT_DIFFERENCES))
