@@ -53,7 +53,8 @@ from lit_align.errors import ConfigError, UserError
 from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
-from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
+from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SCORED_WITH, SWITCH, announce_differences, differences, plain,
+                                     refuse_differences)
 from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
@@ -346,9 +347,13 @@ class AlignCLI(LightningCLI):
         recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None}
         model_configured = (config.get("model") or {}).get("model") is not None
         if not config.get(SWITCH) and model_configured:
-            found = differences({"model": config.get("model"), "data": config.get("data")}, recorded,
-                                only=None if subcommand == "fit" else EVALUATED)
+            configured = {"model": config.get("model"), "data": config.get("data")}
+            found = differences(configured, recorded, only=None if subcommand == "fit" else EVALUATED)
             refuse_differences(ckpt_path, found, subcommand)
+            if subcommand != "fit":
+                line = announce_differences(ckpt_path, differences(configured, recorded, only=SCORED_WITH), subcommand)
+                if line:
+                    print(redact_text(line), file=sys.stderr)
             return
         taken = {k: v for k, v in recorded.items() if v}
         if "_class_path" in taken.get("model", {}):

@@ -9,8 +9,11 @@ naming every differing key; ``--use_checkpoint_config true`` takes the checkpoin
 
 - fit compares every key of ``model`` and ``data`` except the execution knobs in ``IGNORED`` (they do
   not change what is trained: a resume may switch on activation checkpointing).
-- evaluate / validate / test / predict compare the model source, loss and reference (``EVALUATED``),
-  and only when the config names a model; the data may differ (held-out sets). With no model
+- evaluate / validate / test / predict refuse another model source (``EVALUATED``: the checkpoint's
+  weights would be read into another model), and only when the config names a model. The loss and
+  the reference strategy define the held-out metrics, and scoring a checkpoint against another
+  reference is a question this tool exists to ask: they may differ, and each difference is said in
+  one line (``SCORED_WITH``) so it is never silent. The data may differ (held-out sets). With no model
   configured, the checkpoint's settings are taken, as before.
 - Keys only one side has (a setting added to lit-align after the checkpoint was written) are not
   compared; a different ``class_path`` is one difference (its init args are not listed).
@@ -33,8 +36,11 @@ IGNORED = frozenset({"model.activation_checkpointing", "model.compile", "model.l
                      "data.eval_batch_size"})
 """Settings that change how a run executes, not what it trains: not compared."""
 
-EVALUATED = ("model.model.", "model.loss.", "model.reference.")
-"""What an evaluation compares: the model (source and its settings), the loss and the reference strategy."""
+EVALUATED = ("model.model.",)
+"""What an evaluation refuses to change: the model (source and its settings)."""
+
+SCORED_WITH = ("model.loss.", "model.reference.")
+"""What an evaluation may change, saying so: the loss and the reference strategy its metrics use."""
 
 SWITCH = "use_checkpoint_config"
 
@@ -104,6 +110,14 @@ def differences(configured: dict[str, Any], recorded: dict[str, Any], only: tupl
             shown = key.removesuffix(".class_path")
             found.append(f"{shown} (config {ours[key]!r}, checkpoint {theirs[key]!r})")
     return found
+
+
+def announce_differences(ckpt_path: str, found: list[str], subcommand: str) -> str | None:
+    """The line that says an evaluation scores with another loss / reference than the checkpoint trained with."""
+    if not found:
+        return None
+    return (f"[{subcommand}] scoring {ckpt_path} with the config's loss / reference, not the ones it was trained with: "
+            f"{'; '.join(found)}")
 
 
 def refuse_differences(ckpt_path: str, found: list[str], subcommand: str) -> None:

@@ -38,8 +38,9 @@ FIT_DIFFERENCES = {  # command-line overrides -> the keys the refusal must name
                 ["model.model.hidden_size", "model.loss.beta", "data.batch_size", "model.lr"]),
 }
 
-EVALUATE_DIFFERENCES = {k: v for k, v in FIT_DIFFERENCES.items()
-                        if all(key.startswith(("model.model", "model.loss", "model.reference")) for key in v[1])}
+EVALUATE_DIFFERENCES = {k: v for k, v in FIT_DIFFERENCES.items() if all(key.startswith("model.model") for key in v[1])}
+SCORED_WITH_DIFFERENCES = {k: v for k, v in FIT_DIFFERENCES.items()
+                           if all(key.startswith(("model.loss", "model.reference")) for key in v[1])}
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +61,32 @@ def test_resume_with_other_settings_is_refused_naming_each_key(name, trained, ca
 
 
 @pytest.mark.parametrize("name", list(EVALUATE_DIFFERENCES))
-def test_evaluate_with_another_model_loss_or_reference_is_refused(name, trained, capsys, tmp_path):
+def test_evaluate_with_another_model_is_refused(name, trained, capsys, tmp_path):
     args, keys = EVALUATE_DIFFERENCES[name]
     rc, lines = run_cli(["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"],
                          "--output_dir", str(tmp_path / "eval"), *args], capsys)
     assert_one_line(rc, lines, trained["ckpt"], *keys)
+
+
+@pytest.mark.parametrize("name", list(SCORED_WITH_DIFFERENCES))
+def test_evaluate_with_another_loss_or_reference_scores_with_it_and_says_so(name, trained, capsys, tmp_path):
+    """Scoring a checkpoint against another reference (or loss) is a question, not a mistake: it runs with the
+    config's, and one line names each setting that differs from the checkpoint's (never silent)."""
+    args, keys = SCORED_WITH_DIFFERENCES[name]
+    capsys.readouterr()
+    command = ["evaluate", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--output_dir", str(tmp_path / "eval"), *args]
+    if name in NEEDS_TRAINED_STATE:  # a loss / reference with state of its own: the checkpoint has none to give it
+        rc, lines = run_cli(command, capsys)
+        assert_one_line(rc, [line for line in lines if not line.startswith("[evaluate] scoring")],
+                        "does not match the configured module", "missing")
+        return
+    cli.main(command)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[evaluate] scoring")]
+    assert len(said) == 1 and all(key in said[0] for key in keys), said
+    assert (tmp_path / "eval" / "results.json").is_file()
+
+
+NEEDS_TRAINED_STATE = {"epsilon-dpo", "reference class"}  # epsilon-DPO's adaptive beta, a moving reference's counters
 
 
 def test_evaluate_may_use_other_data_and_a_resume_other_execution_settings(trained, tmp_path):
