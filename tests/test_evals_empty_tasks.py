@@ -40,3 +40,14 @@ def test_nothing_to_judge_is_a_failed_task(tiny, tmp_path, make, how):  # noqa: 
     assert not results["complete"], results["metrics"]
     assert task.name in results["failed"] and "no items to judge" in results["failed"][task.name]["reason"]
     assert results["metrics"].get(f"{task.name}/coverage", 0.0) == 0.0
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_a_verifier_without_prompts_is_a_failed_task(tiny, tmp_path, content):  # noqa: F811
+    from evals.verifier import VerifierTask
+
+    data = tmp_path / "empty.jsonl"
+    data.write_text(content)
+    results = run_suite(*tiny, [VerifierTask(data_path=str(data), max_new_tokens=3)], tmp_path / "eval")
+    assert not results["complete"] and "verifier/accuracy" not in results["metrics"]
+    assert "holds no prompts" in results["failed"]["verifier"]["reason"]
