@@ -55,7 +55,7 @@ from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
 from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SCORED_WITH, SWITCH, announce_differences, differences, plain,
                                      refuse_differences)
-from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
+from lit_align.run_dirs import RunDirLock, check_fit_dir, clear_replaced_run, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
 
@@ -318,6 +318,8 @@ class AlignCLI(LightningCLI):
         if first_process() and self.trainer.global_rank == 0:
             self._claim = RunDirLock(folder).acquire()
         check_fit_dir(folder, resuming=config.get("ckpt_path") is not None, overwrite=bool(config.get("overwrite")))
+        if config.get("overwrite") and config.get("ckpt_path") is None and first_process() and self.trainer.global_rank == 0:
+            clear_replaced_run(folder)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:

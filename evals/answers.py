@@ -42,6 +42,17 @@ class AnswersOfAnotherModel(EvalError):
     """The answer file holds answers of other weights or generation settings."""
 
 
+def item_inputs(item: dict[str, Any]) -> str:
+    """A hash of what one item's answer was generated from (its turns and temperature), kept in its row.
+
+    The store's identity covers the model and the task-wide settings; this covers each item's own inputs,
+    so an answer is reused only for the same prompt at the same temperature (another question file with
+    the same ids, or a per-category temperature override, must not reuse it).
+    """
+    inputs = json.dumps({"turns": item["turns"], "temperature": float(item["temperature"])}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(inputs.encode()).hexdigest()[:16]
+
+
 class AnswerStore:
     """Append-only, fsynced jsonl of generated answers keyed by ``id``, so generation resumes.
 
@@ -75,6 +86,15 @@ class AnswerStore:
                 f"(identity {others[0]}, this evaluation is {identity}); reusing them would score that model: "
                 f"evaluate into a fresh --output_dir, or delete {self.path} to generate this model's answers here")
         self.identity = identity
+
+    def check_inputs(self, items: list[dict[str, Any]]) -> None:
+        """Refuse when a saved answer of one of ``items`` was generated from other inputs (``item_inputs``)."""
+        stale = [it["id"] for it in items if it["id"] in self.rows and self.rows[it["id"]].get("inputs") != item_inputs(it)]
+        if stale:
+            raise AnswersOfAnotherModel(
+                f"{self.path} holds answers generated from other prompts or temperatures ({self.id_key} {stale[0]!r}"
+                f"{f' and {len(stale) - 1} more' if len(stale) > 1 else ''}); reusing them would score answers to "
+                f"other inputs: evaluate into a fresh --output_dir, or delete {self.path} to generate them again here")
 
     def __contains__(self, item_id: Any) -> bool:
         return item_id in self.rows

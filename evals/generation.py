@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from typing import Any, Callable
 
-from evals.answers import AnswerStore, model_identity
+from evals.answers import AnswerStore, item_inputs, model_identity
 from evals.base import EvalError, EvalTask
 from evals.sampling import generate, render_prompt, without_template_system
 
@@ -105,6 +105,7 @@ def generate_multi_turn(
     temperature, each chunk written to the store when all its turns are done. Each chunk is seeded
     from ``seed`` and its first id, so a resumed run samples what an uninterrupted one would have.
     """
+    store.check_inputs(items)
     todo = [it for it in items if it["id"] not in store]
     by_temperature: dict[float, list[dict[str, Any]]] = {}
     for it in todo:
@@ -125,7 +126,8 @@ def generate_multi_turn(
                     histories[i].append({"role": "assistant", "content": out})
                     answers[i].append(out)
             store.add([
-                {store.id_key: it["id"], "turns": ans, "temperature": temperature, **(extra(it) if extra else {})}
+                {store.id_key: it["id"], "turns": ans, "temperature": temperature, "inputs": item_inputs(it),
+                 **(extra(it) if extra else {})}
                 for it, ans in zip(chunk, answers)
             ])
     return {it["id"]: store.rows[it["id"]]["turns"] for it in items}

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from evals.base import EvalError, EvalTask, read_jsonl, write_json_atomic, write_jsonl_atomic
+from evals.base import EvalError, EvalTask, TaskFailed, read_jsonl, write_json_atomic, write_jsonl_atomic
 from evals.sampling import generate
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -122,6 +122,8 @@ class VerifierTask(EvalTask):
 
     def run(self, model, tokenizer, output_dir: Path) -> dict[str, Any]:
         rows = self.load()
+        if not rows:  # an accuracy of 0 over no prompts would read as a measurement
+            raise TaskFailed(f"{self.name}: {self.data_path} holds no prompts: there is no accuracy to report")
         conversations = [[{"role": "user", "content": r["prompt"]}] for r in rows]
         answers = generate(model, tokenizer, conversations, self.max_new_tokens, 0.0, self.batch_size,
                            template_system=self.template_system)

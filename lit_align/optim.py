@@ -180,6 +180,9 @@ def build_optimizer(model: nn.Module, total_steps: float, lr: float, weight_deca
                               f"so warmup_steps {warmup_steps} / schedule {schedule!r} cannot be laid out: set trainer.max_steps")
         total = int(total_steps) if known else 0
         warmup = warmup_count(warmup_steps, total)
+        if known and warmup > total:  # the run would end mid-ramp: model.lr accepted, never used
+            raise ConfigError(f"model.warmup_steps = {warmup_steps!r} is longer than the run's {total} optimizer steps: the "
+                              f"learning rate would never reach model.lr ({lr!r}); use at most {total} steps or a fraction below 1")
         lr_scheduler = torch.optim.lr_scheduler.LambdaLR(built, functools.partial(lr_factor, total=total, warmup=warmup,
                                                                                   schedule=schedule, min_ratio=min_lr_ratio))
     return {"optimizer": built, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}

@@ -65,6 +65,19 @@ def check_fit_dir(folder: Path, resuming: bool, overwrite: bool) -> None:
         f"(--trainer.logger.init_args.version or save_dir), or replace it with --overwrite true")
 
 
+def clear_replaced_run(folder: Path) -> None:
+    """With ``--overwrite true``: remove the replaced run's checkpoints and export before the new fit writes its own.
+
+    Left in place, Lightning would save the new run as ``last-v1.ckpt`` beside the old ``last.ckpt``, and
+    ``--ckpt_path .../last.ckpt`` (resume or evaluate) would load the replaced run's weights.
+    """
+    import shutil
+
+    for name in ("checkpoints", "hf"):
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+
+
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 """Environment variables by which launchers (Lightning's, torchrun, SLURM, jsrun) give a process its rank or node."""
 

@@ -193,6 +193,10 @@ def val_check_settings(val_every_n_steps: int, trainer_kwargs: dict) -> dict:
     if trainer_kwargs.get("val_check_interval") is not None:
         raise ConfigError(f"trainer.val_every_n_steps ({val_every_n_steps}) and trainer.val_check_interval "
                           f"({trainer_kwargs['val_check_interval']}) both set when to validate: give one")
+    max_steps = trainer_kwargs.get("max_steps")
+    if isinstance(max_steps, int) and 0 <= max_steps < val_every_n_steps:  # would never validate, silently
+        raise ConfigError(f"trainer.val_every_n_steps ({val_every_n_steps}) is more than trainer.max_steps ({max_steps}): "
+                          f"the run would never validate; use at most {max_steps}")
     accumulate = trainer_kwargs.get("accumulate_grad_batches") or 1
     return {"val_check_interval": int(val_every_n_steps) * int(accumulate), "check_val_every_n_epoch": None}
 

@@ -174,8 +174,13 @@ def test_judge_flow_with_logprobs_swap_identical_and_malformed(tmp_path):
     # pre-stored model outputs of this model (the resumable store): row 0 equals the baseline (draw, not sent)
     outputs = [baseline[0]["output"]] + [f"short answer {i}" for i in range(1, n)]
     identity = task.identity(model, tok)
-    (out_dir / "model_outputs.jsonl").write_text("".join(json.dumps({"index": i, "turns": [o], "identity": identity}) + "\n"
-                                                         for i, o in enumerate(outputs)))
+    from evals.alpaca_eval import load_records
+    from evals.answers import item_inputs
+
+    prompts = [r["instruction"] for r in load_records(str(ins_path), ("instruction",))]  # each row: its inputs' hash too
+    (out_dir / "model_outputs.jsonl").write_text("".join(json.dumps({
+        "index": i, "turns": [o], "identity": identity, "inputs": item_inputs({"turns": [prompts[i]], "temperature": 0.0})}) + "\n"
+        for i, o in enumerate(outputs)))
     firsts = []
 
     def respond(body):

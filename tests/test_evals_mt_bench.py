@@ -46,7 +46,7 @@ def _judge(url: str) -> JudgeClient:
 
 def test_rating_and_verdict_parsing():
     assert parse_rating("blah Rating: [[7]]") == 7.0
-    assert parse_rating("Rating: [[8.5]] and [[3]]") == 8.5
+    assert parse_rating("Rating: [[8.5]]") == 8.5 and parse_rating("Rating: [[8.5]] and [[3]]") is None  # ambiguous
     assert parse_rating("Rating: [6]") == 6.0  # FastChat's fallback pattern
     assert parse_rating("Rating: 6/10") is None and parse_rating(None) is None
     assert parse_pair_verdict("so [[B]]") == "B" and parse_pair_verdict("[[C]]") == "tie"

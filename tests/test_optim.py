@@ -263,3 +263,15 @@ def test_a_policy_with_nothing_to_train_is_refused(tiny_source):
     module.policy.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameter"):
         configured(module)
+
+
+@pytest.mark.parametrize("warmup, steps", [(5, 4), (21, 20), (100, 20), (2, 1)])
+def test_warmup_longer_than_the_run_is_refused(tiny_source, warmup, steps):
+    """A run that ends mid-warmup never trains at model.lr: refused, naming the key and the step count."""
+    with pytest.raises(ConfigError, match=rf"model.warmup_steps = {warmup} is longer than the run's {steps} optimizer steps"):
+        configured(make_module(tiny_source, warmup_steps=warmup), steps)
+
+
+def test_warmup_as_long_as_the_run_reaches_model_lr_on_its_last_step(tiny_source):
+    optimizer, scheduler = configured(make_module(tiny_source, warmup_steps=20, schedule="constant"), 20)
+    assert lr_trajectory(optimizer, scheduler, 20)[-1] == pytest.approx(1e-3)

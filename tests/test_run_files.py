@@ -246,3 +246,19 @@ def test_claims_race(tmp_path):
                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
     outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert outcomes == ["lost"] * 5 + ["won"], outcomes
+
+
+def test_overwrite_replaces_the_checkpoints_so_last_ckpt_is_the_new_run(tmp_path, sort_task):
+    """``--overwrite true`` used to leave the old last.ckpt (the new run saved last-v1.ckpt beside it), so
+    ``--ckpt_path .../last.ckpt`` resumed or evaluated the replaced run's weights."""
+    import cli
+
+    config = str(fit_config(tmp_path, sort_task, steps=2))
+    cli.main(["fit", "--config", config])
+    run = tmp_path / "run"
+    old = hashlib.sha256((run / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()
+    cli.main(["fit", "--config", config, "--model.lr", "0.5", "--overwrite", "true"])
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
+    new = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert hashlib.sha256((run / "checkpoints" / "last.ckpt").read_bytes()).hexdigest() != old
+    assert new["hyper_parameters"]["lr"] == 0.5

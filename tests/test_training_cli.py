@@ -125,6 +125,25 @@ def test_val_every_n_steps_and_val_check_interval_together_are_refused(tmp_path,
     assert status == 1 and "trainer.val_every_n_steps (2) and trainer.val_check_interval (3) both set" in err
 
 
+
+@pytest.mark.parametrize("every, max_steps", [(5, 4), (100, 4), (3, 2)])
+def test_val_every_n_steps_beyond_max_steps_is_refused(tmp_path, sort_task, capsys, every, max_steps):
+    """A validation interval longer than the run would never validate: refused in one line, before the model loads."""
+    config = write_config(tmp_path, sort_task)
+    capsys.readouterr()
+    status = cli.run(["fit", "--config", str(config), "--trainer.val_every_n_steps", str(every), "--trainer.max_steps", str(max_steps)])
+    (err,) = error_lines(capsys)
+    assert status == 1 and f"trainer.val_every_n_steps ({every}) is more than trainer.max_steps ({max_steps})" in err
+
+
+@pytest.mark.parametrize("every, max_steps", [(4, 4), (1, 4), (7, -1), (7, None)])
+def test_val_every_n_steps_within_the_run_or_an_open_ended_run_is_accepted(every, max_steps):
+    from lit_align.trainer import val_check_settings
+
+    settings = val_check_settings(every, {"max_steps": max_steps, "accumulate_grad_batches": 2})
+    assert settings == {"val_check_interval": 2 * every, "check_val_every_n_epoch": None}
+
+
 NOISE = (
     "No seed found",  # Lightning, when seed_everything is left at `true`
     "is_gradient_checkpointing",  # PEFT reading transformers' deprecated alias

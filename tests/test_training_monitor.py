@@ -127,3 +127,14 @@ def test_tensorboard_logger_receives_the_metrics(tmp_path, sort_task):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"} <= tags, tags
     assert [e.step for e in events.Scalars("train/lr")] == [1, 3]
+
+
+@pytest.mark.parametrize("accumulate", [2, 3])
+def test_tokens_under_accumulation_count_every_micro_batch(tmp_path, sort_task, accumulate):
+    """An optimizer step of ``accumulate`` micro-batches counts all their tokens, not only the last one's."""
+    _, rows, record = fit_with_monitor(tmp_path, sort_task, TrainingMonitor(), steps=4, accumulate_grad_batches=accumulate)
+    assert len(record.tokens) == 4 * accumulate
+    tokens = logged(rows, "train/tokens")
+    assert [s for s, _ in tokens] == [1, 3]
+    for step, value in tokens:
+        assert value == sum(record.tokens[: (step + 1) * accumulate])

@@ -27,8 +27,11 @@ def coverage_reason(name: str, judge_model: str, responses: list, n_items: int, 
     ``responses`` are the judge's replies (``error``: never answered; ``invalid``: not a valid verdict);
     the reason says how many of each, shows one junk reply, and how to retry.
     """
-    coverage = n_valid / n_items if n_items else 1.0
+    coverage = n_valid / n_items if n_items else 0.0
     metrics = {"coverage": coverage, "min_coverage": min_coverage}
+    if not n_items:  # nothing judged is no score, not a complete one
+        return metrics, (f"{name}: no items to judge (limit 0, or an empty question / instruction file): "
+                         f"there is no score to report")
     if coverage >= min_coverage:
         return metrics, None
     unanswered = [r for r in responses if r.error is not None]

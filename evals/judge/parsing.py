@@ -8,24 +8,37 @@ from typing import Any
 
 RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_FALLBACK = re.compile(r"\[(\d+\.?\d*)\]")
+PAIR_TOKENS = (("[[A]]", "A"), ("[[B]]", "B"), ("[[C]]", "tie"))
 
 
-def parse_rating(judgment: str | None) -> float | None:
-    """MT-Bench single grading: ``[[N]]``, falling back to ``[N]``; None when neither is there."""
+def _ratings(judgment: str | None) -> list[float]:
+    """Every distinct rating the reply states: the ``[[N]]`` ones, else the ``[N]`` ones (FastChat's fallback)."""
     if not judgment:
-        return None
-    match = RATING.search(judgment) or RATING_FALLBACK.search(judgment)
-    return float(match.group(1)) if match else None
+        return []
+    found = RATING.findall(judgment) or RATING_FALLBACK.findall(judgment)
+    return sorted({float(value) for value in found})
+
+
+def _pair_verdicts(judgment: str | None) -> list[str]:
+    """Every distinct pairwise verdict the reply states."""
+    if not judgment:
+        return []
+    return [verdict for token, verdict in PAIR_TOKENS if token in judgment]
+
+
+# A reply that states two different verdicts (FastChat keeps the first: a judge that quotes the prompt's
+# "Rating: [[5]]" example before its own [[8]] would score 5) is not a verdict: it is invalid, never
+# cached, and asked again on a rerun, like a reply that states none.
+def parse_rating(judgment: str | None) -> float | None:
+    """MT-Bench single grading: the one rating ``[[N]]`` (else ``[N]``) states; None when none or several differ."""
+    ratings = _ratings(judgment)
+    return ratings[0] if len(ratings) == 1 else None
 
 
 def parse_pair_verdict(judgment: str | None) -> str | None:
-    """MT-Bench pairwise: ``"A"``, ``"B"`` or ``"tie"`` (``[[C]]``), checked in that order; None if none."""
-    if not judgment:
-        return None
-    for token, verdict in (("[[A]]", "A"), ("[[B]]", "B"), ("[[C]]", "tie")):
-        if token in judgment:
-            return verdict
-    return None
+    """MT-Bench pairwise: ``"A"``, ``"B"`` or ``"tie"`` (``[[C]]``) when the reply states exactly one; else None."""
+    verdicts = _pair_verdicts(judgment)
+    return verdicts[0] if len(verdicts) == 1 else None
 
 
 def alpaca_preference(content: str | None, top_logprobs: list[dict[str, Any]] | None,
@@ -46,8 +59,9 @@ def alpaca_preference(content: str | None, top_logprobs: list[dict[str, Any]] | 
             lp_first = lp.get(first, -math.inf)
             lp_second = lp.get(second, -math.inf)
             top = max(lp_first, lp_second)
-            p_first = math.exp(lp_first - top) / (math.exp(lp_first - top) + math.exp(lp_second - top))
-            return 2.0 - p_first
+            if math.isfinite(top):  # both at -inf (probability 0): no preference from the log-probs, read the content
+                p_first = math.exp(lp_first - top) / (math.exp(lp_first - top) + math.exp(lp_second - top))
+                return 2.0 - p_first
     if content is None:
         return None
     answer = content.strip()
@@ -59,18 +73,25 @@ def alpaca_preference(content: str | None, top_logprobs: list[dict[str, Any]] | 
 
 
 def rating_problem(judgment: str | None, low: float = 1.0, high: float = 10.0) -> str | None:
-    """Why ``judgment`` is not a valid single-grading verdict (no rating, or outside [low, high]); None if it is."""
-    rating = parse_rating(judgment)
-    if rating is None:
+    """Why ``judgment`` is not a valid single-grading verdict (no rating, several, or outside [low, high]); None if it is."""
+    ratings = _ratings(judgment)
+    if not ratings:
         return "no [[rating]] in the reply"
-    if not low <= rating <= high:
-        return f"rating {rating:g} outside the scale [{low:g}, {high:g}]"
+    if len(ratings) > 1:
+        return f"several different ratings in the reply ({', '.join(f'{r:g}' for r in ratings)})"
+    if not low <= ratings[0] <= high:
+        return f"rating {ratings[0]:g} outside the scale [{low:g}, {high:g}]"
     return None
 
 
 def pair_verdict_problem(judgment: str | None) -> str | None:
-    """Why ``judgment`` is not a valid pairwise verdict ([[A]], [[B]] or [[C]]); None if it is."""
-    return None if parse_pair_verdict(judgment) is not None else "no [[A]] / [[B]] / [[C]] in the reply"
+    """Why ``judgment`` is not a valid pairwise verdict (exactly one of [[A]], [[B]], [[C]]); None if it is."""
+    verdicts = _pair_verdicts(judgment)
+    if not verdicts:
+        return "no [[A]] / [[B]] / [[C]] in the reply"
+    if len(verdicts) > 1:
+        return f"several different verdicts in the reply ({', '.join(verdicts)})"
+    return None
 
 
 def alpaca_problem(content: str | None, top_logprobs: list[dict[str, Any]] | None,

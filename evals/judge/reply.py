@@ -80,12 +80,19 @@ def parse_reply(data: Any) -> Reply:
     """The content, the first token's top log-probs and the token counts of a ``/chat/completions`` reply."""
     if not isinstance(data, dict):
         raise _bad("(reply)", "a JSON object", data)
+    if data.get("choices") is None and "error" in data:  # some proxies answer 200 with an error body
+        error = data["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise MalformedReply(f"field error: the server answered 200 with an error instead of a completion: {_show(message)}")
     choices = _get(data, "choices", "", list, "a list")
     if not choices:
         raise MalformedReply("field choices: empty list (no completion)")
     choice = choices[0]
     if not isinstance(choice, dict):
         raise _bad("choices[0]", "an object", choice)
+    if "message" not in choice and "delta" in choice:  # text/event-stream chunks: the judge never asks for a stream
+        raise MalformedReply("field choices[0].delta: a streaming chunk, not a completion (the judge sends stream=false; "
+                             "is base_url an OpenAI-compatible /v1 endpoint?)")
     message = _get(choice, "message", "choices[0]", dict, "an object")
     content = _get(message, "content", "choices[0].message", str, "a string or null", optional=True)
     logprobs = _get(choice, "logprobs", "choices[0]", dict, "an object or null", optional=True)
