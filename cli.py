@@ -29,6 +29,7 @@ is built (``lit_align.resume_config``; ``--use_checkpoint_config true`` takes th
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -463,6 +464,11 @@ def user_error_in(err: BaseException) -> BaseException | None:
     return None
 
 
+PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP})
+"""OSErrors about a path itself (a file where a folder is needed, no permission, a read-only file system):
+reported as one line naming the path, without the library frame they were raised in."""
+
+
 def describe_error(err: BaseException) -> str:
     """``error: ...`` for a user error: its message; for a library's ValueError / OSError, also its type and origin."""
     found = user_error_in(err)
@@ -475,6 +481,10 @@ def describe_error(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:  # any write, not only a checkpoint's
         where = Path(err.filename).parent if err.filename else None
         return f"error: no space left on device{f' in {where}' if where else ''}" + (f" while writing {err.filename}" if err.filename else "")
+    if isinstance(err, OSError) and err.errno in PATH_ERRNOS and err.filename:
+        # a folder the run writes to is a file, read-only or not ours: the path and the reason are the whole report
+        return f"error: cannot use {err.filename}: {err.strerror or os.strerror(err.errno)}" + (
+            f" (a folder the run writes to: {Path(err.filename).parent})" if err.errno == errno.ENOTDIR else "")
     message = one_line(err) or type(err).__name__
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     origin = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else " ("
