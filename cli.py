@@ -54,7 +54,8 @@ from lit_align.errors import ConfigError, UserError
 from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
-from lit_align.resume_config import DATA_CONFIG_KEY, EVALUATED, SWITCH, differences, plain, refuse_differences
+from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SWITCH, TRAINER_CONFIG_KEY, differences, plain,
+                                     refuse_differences, trained_by)
 from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
 from lit_align.trainer import AlignTrainer, check_ckpt_path
@@ -106,6 +107,7 @@ class RedactingSaveConfig(SaveConfigCallback):
         data = self.config.get("data")
         if data is not None:
             checkpoint[DATA_CONFIG_KEY] = redact(plain(data))
+        checkpoint[TRAINER_CONFIG_KEY] = trained_by(self.config.get("trainer"))
 
 
 def drop_per_group_settings(config: dict) -> None:
@@ -344,10 +346,12 @@ class AlignCLI(LightningCLI):
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None}
+        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None,
+                    "trainer": checkpoint.get(TRAINER_CONFIG_KEY) if subcommand == "fit" else None}
         model_configured = (config.get("model") or {}).get("model") is not None
         if not config.get(SWITCH) and model_configured:
-            found = differences({"model": config.get("model"), "data": config.get("data")}, recorded,
+            found = differences({"model": config.get("model"), "data": config.get("data"),
+                                 "trainer": trained_by(config.get("trainer"))}, recorded,
                                 only=None if subcommand == "fit" else EVALUATED)
             refuse_differences(ckpt_path, found, subcommand)
             return

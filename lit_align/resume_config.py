@@ -9,6 +9,8 @@ naming every differing key; ``--use_checkpoint_config true`` takes the checkpoin
 
 - fit compares every key of ``model`` and ``data`` except the execution knobs in ``IGNORED`` (they do
   not change what is trained: a resume may switch on activation checkpointing).
+- fit also compares the Trainer settings that change each optimizer step (``TRAINED_BY``), recorded by
+  ``cli.py`` under ``TRAINER_CONFIG_KEY``; a checkpoint written before that records none and is not compared.
 - evaluate / validate / test / predict compare the model source, loss and reference (``EVALUATED``),
   and only when the config names a model; the data may differ (held-out sets). With no model
   configured, the checkpoint's settings are taken, as before.
@@ -36,7 +38,26 @@ IGNORED = frozenset({"model.activation_checkpointing", "model.compile", "model.l
 EVALUATED = ("model.model.", "model.loss.", "model.reference.")
 """What an evaluation compares: the model (source and its settings), the loss and the reference strategy."""
 
+TRAINER_CONFIG_KEY = "lit_align_trainer_config"
+"""Checkpoint entry holding the Trainer settings that change the optimisation itself (``TRAINED_BY``)."""
+
+TRAINED_BY = {"accumulate_grad_batches": 1, "gradient_clip_val": 0.0, "gradient_clip_algorithm": "norm"}
+"""Trainer settings a resume compares, with what an unset (null) one means: they change what each optimizer
+step does (the batch a step averages over, the clipping), as a different lr would. Execution settings
+(devices, precision, strategy, max_steps) may change on a resume and are not compared."""
+
 SWITCH = "use_checkpoint_config"
+
+
+def trained_by(trainer_config: Any) -> dict[str, Any]:
+    """The ``TRAINED_BY`` settings of a trainer config, an unset one as its meaning (so null and 1 are the same)."""
+    config = plain(trainer_config) or {}
+    out: dict[str, Any] = {}
+    for key, default in TRAINED_BY.items():
+        value = config.get(key)
+        value = default if value is None else value
+        out[key] = float(value) if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool) else value
+    return out
 
 
 def plain(value: Any) -> Any:
