@@ -58,7 +58,7 @@ from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SWITCH, TRAINER
                                      refuse_differences, trained_by)
 from lit_align.run_dirs import RunDirLock, check_fit_dir, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
-from lit_align.trainer import AlignTrainer, check_ckpt_path
+from lit_align.trainer import SPECIAL_CKPT_PATHS, AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
 """The run's ModelCheckpoint (config group ``checkpoint``): ``last.ckpt`` every 50 optimizer steps and
@@ -340,6 +340,7 @@ class AlignCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
+        refuse_shortcut(ckpt_path)
         check_ckpt_path(ckpt_path, allow_hf=subcommand == "evaluate")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
@@ -361,6 +362,19 @@ class AlignCLI(LightningCLI):
             taken["model"] = {"class_path": model.pop("_class_path"), "dict_kwargs": model}
         if taken:
             self.config = self.parser.parse_object({subcommand: taken}, self.config)
+
+
+def refuse_shortcut(ckpt_path: object) -> None:
+    """Refuse Lightning's ``ckpt_path`` shortcuts (``last``, ``best``, ``hpc``, ``registry:...``) on the command line.
+
+    Lightning resolves them only once the trainer runs, so the settings comparison and the checksum check
+    (which need the file before anything is built) never saw the file; and ``last`` with no checkpoint
+    found trains from scratch after a warning, exiting 0 as if it had resumed.
+    """
+    if isinstance(ckpt_path, str) and (ckpt_path in SPECIAL_CKPT_PATHS or ckpt_path.startswith("registry")):
+        raise ConfigError(f"ckpt_path {ckpt_path!r} is a Lightning shortcut that cli.py cannot check before it runs (and "
+                          "'last' without a checkpoint silently trains from scratch): give the checkpoint file, e.g. "
+                          "<run dir>/checkpoints/last.ckpt")
 
 
 HELP_GROUPS = {

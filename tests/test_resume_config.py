@@ -119,3 +119,14 @@ def test_evaluate_with_use_checkpoint_config_evaluates_the_checkpoints_model(tra
               "--model.model.init_args.hidden_size", "64", "--output_dir", str(tmp_path / "eval")])
     saved = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())
     assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
+
+
+@pytest.mark.parametrize("shortcut", ["last", "best", "hpc", "registry", "registry:model:latest"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "validate"])
+def test_a_lightning_ckpt_path_shortcut_is_refused_naming_the_file_to_give(shortcut, command, trained, tmp_path, capsys):
+    """Lightning resolves `last` only once the run starts: no settings compared, no checksum checked, and with no
+    checkpoint found it trained from scratch and exited 0. Even with a checkpoint there and changed settings."""
+    where = ["--trainer.logger.init_args.save_dir", str(trained["root"])] if command == "fit" else []
+    rc, lines = run_cli([command, "--config", trained["config"], "--ckpt_path", shortcut, "--data.init_args.max_length", "40",
+                         *where], capsys)
+    assert_one_line(rc, lines, f"ckpt_path '{shortcut}' is a Lightning shortcut", "checkpoints/last.ckpt")
