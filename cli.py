@@ -271,6 +271,11 @@ class AlignCLI(LightningCLI):
             message = redact_text(str(err))
             if message == str(err):
                 raise
+            found = user_error_in(err)
+            if found is not None and found is not err:
+                # the class's own one-line refusal, masked, and the class it came from (as describe_error names it)
+                where = re.search(r"class_path='([\w.]+)'", message)
+                raise ConfigError((where.group(1) + ": " if where else "") + redact_text(one_line(found))) from None
             raise type(err)(message) from None
         redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
         check_model_fits_data(getattr(self.model, "model_source", None), self.datamodule)

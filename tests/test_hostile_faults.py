@@ -55,3 +55,25 @@ def test_a_read_only_run_folder_is_one_line(case_dir, tmp_path, capsys):  # noqa
     finally:
         runs.chmod(0o755)
     assert_one_line(rc, lines, f"cannot use {runs}", "Permission denied")
+
+
+SECRET = "Zq7SECRETk3yW9xv"
+
+
+@pytest.mark.parametrize("url", [f"https://example.invalid/t.jsonl?subscription-key={SECRET}",
+                                 f"https://example.invalid/t.jsonl?x=1&sig={SECRET}", f"https://example.invalid/t.jsonl#{SECRET}",
+                                 f"https://user:{SECRET}@example.invalid/t.jsonl"], ids=["query", "second query", "fragment", "userinfo"])
+@pytest.mark.parametrize("key", ["train_path", "val_path"])
+def test_a_data_path_with_a_key_is_one_line_masked(url, key, case_dir, tmp_path, capsys):  # noqa: F811
+    """The data module's refusal stays one line naming the class (the masking used to drop it for a
+    ValueError holding the whole Union error) and the key appears nowhere."""
+    capsys.readouterr()
+    rc = cli.run(["fit", "--config", case_dir["config"], f"--data.init_args.{key}", url,
+                  "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert rc == 1 and len(lines) == 1, (rc, out.err[-2000:])
+    assert lines[0].startswith("error: lit_align.data.PreferenceDataModule: ") and "no such file" in lines[0], lines
+    assert "Union" not in lines[0] and "ValueError" not in lines[0], lines
+    assert SECRET not in out.err + out.out
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
