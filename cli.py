@@ -29,6 +29,7 @@ is built (``lit_align.resume_config``; ``--use_checkpoint_config true`` takes th
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -53,11 +54,11 @@ from lit_align.errors import ConfigError, UserError
 from lit_align.models.limits import check_model_fits_data
 from lit_align.module import PreferenceModule
 from lit_align.redaction import redact, redact_text
-from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SCORED_WITH, SWITCH, announce_differences, differences, plain,
-                                     refuse_differences)
+from lit_align.resume_config import (DATA_CONFIG_KEY, EVALUATED, SCORED_WITH, SWITCH, TRAINER_CONFIG_KEY, announce_differences,
+                                     differences, plain, refuse_differences, trained_by)
 from lit_align.run_dirs import RunDirLock, check_fit_dir, clear_replaced_run, first_process, evaluation_dir, fit_dir, resolved_logger_version
 from lit_align.settings import check_checkpoint_settings
-from lit_align.trainer import AlignTrainer, check_ckpt_path
+from lit_align.trainer import SPECIAL_CKPT_PATHS, AlignTrainer, check_ckpt_path
 
 CHECKPOINT_DEFAULTS = {"save_last": True, "save_top_k": 0, "every_n_train_steps": 50}
 """The run's ModelCheckpoint (config group ``checkpoint``): ``last.ckpt`` every 50 optimizer steps and
@@ -106,6 +107,7 @@ class RedactingSaveConfig(SaveConfigCallback):
         data = self.config.get("data")
         if data is not None:
             checkpoint[DATA_CONFIG_KEY] = redact(plain(data))
+        checkpoint[TRAINER_CONFIG_KEY] = trained_by(self.config.get("trainer"))
 
 
 def drop_per_group_settings(config: dict) -> None:
@@ -269,6 +271,11 @@ class AlignCLI(LightningCLI):
             message = redact_text(str(err))
             if message == str(err):
                 raise
+            found = user_error_in(err)
+            if found is not None and found is not err:
+                # the class's own one-line refusal, masked, and the class it came from (as describe_error names it)
+                where = re.search(r"class_path='([\w.]+)'", message)
+                raise ConfigError((where.group(1) + ": " if where else "") + redact_text(one_line(found))) from None
             raise type(err)(message) from None
         redact_hyperparameters(self.model, self.datamodule)  # hparams.yaml and checkpoints record them
         check_model_fits_data(getattr(self.model, "model_source", None), self.datamodule)
@@ -340,16 +347,18 @@ class AlignCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
+        refuse_shortcut(ckpt_path)
         check_ckpt_path(ckpt_path, allow_hf=subcommand == "evaluate")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None}
+        recorded = {"model": hparams or None, "data": checkpoint.get(DATA_CONFIG_KEY) if subcommand == "fit" else None,
+                    "trainer": checkpoint.get(TRAINER_CONFIG_KEY) if subcommand == "fit" else None}
         model_configured = (config.get("model") or {}).get("model") is not None
         if not config.get(SWITCH) and model_configured:
-            configured = {"model": config.get("model"), "data": config.get("data")}
+            configured = {"model": config.get("model"), "data": config.get("data"), "trainer": trained_by(config.get("trainer"))}
             found = differences(configured, recorded, only=None if subcommand == "fit" else EVALUATED)
             refuse_differences(ckpt_path, found, subcommand)
             if subcommand != "fit":
@@ -363,6 +372,19 @@ class AlignCLI(LightningCLI):
             taken["model"] = {"class_path": model.pop("_class_path"), "dict_kwargs": model}
         if taken:
             self.config = self.parser.parse_object({subcommand: taken}, self.config)
+
+
+def refuse_shortcut(ckpt_path: object) -> None:
+    """Refuse Lightning's ``ckpt_path`` shortcuts (``last``, ``best``, ``hpc``, ``registry:...``) on the command line.
+
+    Lightning resolves them only once the trainer runs, so the settings comparison and the checksum check
+    (which need the file before anything is built) never saw the file; and ``last`` with no checkpoint
+    found trains from scratch after a warning, exiting 0 as if it had resumed.
+    """
+    if isinstance(ckpt_path, str) and (ckpt_path in SPECIAL_CKPT_PATHS or ckpt_path.startswith("registry")):
+        raise ConfigError(f"ckpt_path {ckpt_path!r} is a Lightning shortcut that cli.py cannot check before it runs (and "
+                          "'last' without a checkpoint silently trains from scratch): give the checkpoint file, e.g. "
+                          "<run dir>/checkpoints/last.ckpt")
 
 
 HELP_GROUPS = {
@@ -470,6 +492,11 @@ def user_error_in(err: BaseException) -> BaseException | None:
     return None
 
 
+PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP})
+"""OSErrors about a path itself (a file where a folder is needed, no permission, a read-only file system):
+reported as one line naming the path, without the library frame they were raised in."""
+
+
 def describe_error(err: BaseException) -> str:
     """``error: ...`` for a user error: its message; for a library's ValueError / OSError, also its type and origin."""
     found = user_error_in(err)
@@ -482,6 +509,10 @@ def describe_error(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:  # any write, not only a checkpoint's
         where = Path(err.filename).parent if err.filename else None
         return f"error: no space left on device{f' in {where}' if where else ''}" + (f" while writing {err.filename}" if err.filename else "")
+    if isinstance(err, OSError) and err.errno in PATH_ERRNOS and err.filename:
+        # a folder the run writes to is a file, read-only or not ours: the path and the reason are the whole report
+        return f"error: cannot use {err.filename}: {err.strerror or os.strerror(err.errno)}" + (
+            f" (a folder the run writes to: {Path(err.filename).parent})" if err.errno == errno.ENOTDIR else "")
     message = one_line(err) or type(err).__name__
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     origin = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame else " ("

@@ -10,8 +10,10 @@
   and the digest of the file being replaced, is renamed into place, then the checkpoint is renamed
   over its target, then the checksum file is rewritten with the new digest alone. A kill anywhere in
   between leaves a checkpoint (old or new, both whole) whose digest is listed.
-- A checkpoint with no checksum file (written before checksums existed, or by another tool) loads
-  with a one-line warning; ``LIT_ALIGN_REQUIRE_CHECKSUM=1`` refuses it instead.
+- A checkpoint with no checksum file (written before checksums existed, by another tool, or renamed
+  without its ``.sha256``) is still checked against the CRC-32 of every member of its zip archive
+  (torch writes them but never reads them), so flipped bytes are refused in one line there too; it
+  then loads with a one-line warning; ``LIT_ALIGN_REQUIRE_CHECKSUM=1`` refuses it instead.
 - ``torch.load`` always runs with ``weights_only=True`` (a downloaded ``.ckpt`` cannot run code);
   the project's own plain types that older checkpoints may hold in their hyper-parameters (model
   sources, paths) are allowlisted. A torch file that is not a Lightning checkpoint is refused in one
@@ -74,6 +76,8 @@ def listed_digests(path: Path) -> list[str] | None:
 
 _VERIFIED: set[tuple[str, int, int]] = set()
 """(path, size, mtime) of files verified in this process."""
+_CRC_CHECKED: set[tuple[str, int, int]] = set()
+"""The same for files without a checksum file whose zip CRCs were checked."""
 
 
 def verify_checksum(path: str | Path) -> None:
@@ -89,6 +93,9 @@ def verify_checksum(path: str | Path) -> None:
                    f"checksums, or by another tool): loaded unverified")
         if os.environ.get(REQUIRE_CHECKSUM_ENV, "").strip() not in ("", "0"):
             raise CheckpointFileError(message.replace("loaded unverified", f"refused ({REQUIRE_CHECKSUM_ENV} is set)"))
+        if key not in _CRC_CHECKED:  # the CLI reads a checkpoint twice: its archive read once
+            verify_zip_crcs(path)
+            _CRC_CHECKED.add(key)
         warnings.warn(message, stacklevel=2)
         return
     actual = file_digest(path)
@@ -99,6 +106,22 @@ def verify_checksum(path: str | Path) -> None:
             f"{path} is corrupted: its sha256 {actual[:16]}... is not the one recorded in {checksum_path(path).name} "
             f"when it was written ({', '.join(d[:16] + '...' for d in listed) or 'empty'}); refusing to load it "
             "(restore the file, or resume from another checkpoint)")
+
+
+def verify_zip_crcs(path: Path) -> None:
+    """Refuse a torch zip archive one of whose members does not match the CRC-32 the archive records for it.
+
+    A file that is not a zip (a legacy torch pickle, a truncated file) is left to ``torch.load`` to report.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return
+    if bad is not None:
+        raise CheckpointFileError(
+            f"{path} is corrupted: its member {bad} does not match the CRC-32 recorded in the archive (and there is no "
+            f"{checksum_path(path).name} beside it); refusing to load it (restore the file, or resume from another checkpoint)")
 
 
 class HashingWriter:

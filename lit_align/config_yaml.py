@@ -6,7 +6,8 @@ PyYAML keeps the last of two equal keys in a mapping without a word (``lr: 1e-5`
 this module's loader jsonargparse's YAML loader (``jsonargparse.set_loader``); jsonargparse passes it
 the path of the config file being read, so both errors name the file, line and key. It keeps
 jsonargparse's own loader rules (its float resolver: ``1e-5`` is a float; no timestamps).
-Non-finite numbers (``.nan``, ``.inf``) load as floats and are refused by the classes that receive
+A config file that is empty (or only comments) or not UTF-8 is refused naming the file (jsonargparse
+said "Unexpected config:" and let a bare ``UnicodeDecodeError`` escape). Non-finite numbers (``.nan``, ``.inf``) load as floats and are refused by the classes that receive
 them (``lit_align.finite``) or by the settings checks (``lit_align.settings``).
 """
 
@@ -21,6 +22,10 @@ from yaml.constructor import ConstructorError
 
 class DuplicateKeyError(ConstructorError):
     """A mapping that gives one key twice."""
+
+
+class EmptyConfigError(yaml.YAMLError):
+    """A config file with no settings in it."""
 
 
 def strict_loader() -> type:
@@ -62,6 +67,8 @@ def load_yaml(value: str, path: str = "") -> Any:
         if path:
             err = _name_file(err, full_path(str(path)))
         raise err
+    if loaded is None and path:  # jsonargparse: "Unexpected config:", no file named
+        raise EmptyConfigError(f"config file {full_path(str(path))} is empty (no settings, only blanks or comments)")
     # what jsonargparse's yaml_load does after loading: "{a, b}" and "key:" given as a plain value stay strings
     if isinstance(loaded, dict) and loaded and all(v is None for v in loaded.values()):
         if len(loaded) == 1 and value.strip() == next(iter(loaded)) + ":":
@@ -94,8 +101,34 @@ def _name_file(err: yaml.YAMLError, path: str) -> yaml.YAMLError:
     return err
 
 
+def read_utf8(path: str) -> str:
+    """A local config file's text; bytes that are not UTF-8 refused naming the file, line and byte."""
+    from lit_align.errors import ConfigError
+
+    raw = open(path, "rb").read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text: byte {raw[err.start]:#04x} at line {line} "
+                          f"(offset {err.start}); save it as UTF-8") from None
+
+
 def install() -> None:
-    """Make ``load_yaml`` jsonargparse's loader for YAML (the parser mode of LightningCLI)."""
+    """Make ``load_yaml`` jsonargparse's loader for YAML (the parser mode of LightningCLI), and its local
+    file reads strict UTF-8 naming the file (it read with the locale's codec and let the error escape)."""
     from jsonargparse import set_loader
+    from jsonargparse._paths import Path as ArgPath
 
     set_loader("yaml", load_yaml, (yaml.YAMLError,))
+    original = ArgPath.read_text
+    if getattr(original, "_lit_align", False):
+        return
+
+    def read_text(self) -> str:
+        if self._std_io or self._is_url or self._is_fsspec:
+            return original(self)
+        return read_utf8(self._absolute)
+
+    read_text._lit_align = True  # type: ignore[attr-defined]
+    ArgPath.read_text = read_text

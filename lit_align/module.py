@@ -260,7 +260,17 @@ class PreferenceModule(L.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         before = getattr(self, "_applied_steps", None)
-        super().optimizer_step(*args, **kwargs)
+        try:
+            super().optimizer_step(*args, **kwargs)
+        except RuntimeError as err:
+            # torch's optimizers turn a step size beyond float range (model.lr 1e38: lr / bias correction)
+            # into this, raised mid-update; nothing after it is saved, so the last checkpoint is intact
+            if "without overflow" not in str(err):
+                raise
+            step = self.trainer.global_step if self._trainer is not None else None
+            raise NonFiniteLossError(
+                f"the optimizer step at global step {step} overflowed ({str(err).strip()}): model.lr {self.lr!r} is too "
+                "large for the optimizer's arithmetic; the run stopped, the last checkpoint is intact. Lower model.lr") from None
         # A skipped step (fp16 overflow) leaves the policy as it was: TR-DPO's update and epsilon-DPO's
         # baseline must not fire on it. (None: optimizers built elsewhere, assumed applied.)
         applied = before is None or self._applied_steps > before

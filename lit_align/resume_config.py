@@ -9,6 +9,8 @@ naming every differing key; ``--use_checkpoint_config true`` takes the checkpoin
 
 - fit compares every key of ``model`` and ``data`` except the execution knobs in ``IGNORED`` (they do
   not change what is trained: a resume may switch on activation checkpointing).
+- fit also compares the Trainer settings that change each optimizer step (``TRAINED_BY``), recorded by
+  ``cli.py`` under ``TRAINER_CONFIG_KEY``; a checkpoint written before that records none and is not compared.
 - evaluate / validate / test / predict refuse another model source (``EVALUATED``: the checkpoint's
   weights would be read into another model), and only when the config names a model. The loss and
   the reference strategy define the held-out metrics, and scoring a checkpoint against another
@@ -42,7 +44,26 @@ EVALUATED = ("model.model.",)
 SCORED_WITH = ("model.loss.", "model.reference.")
 """What an evaluation may change, saying so: the loss and the reference strategy its metrics use."""
 
+TRAINER_CONFIG_KEY = "lit_align_trainer_config"
+"""Checkpoint entry holding the Trainer settings that change the optimisation itself (``TRAINED_BY``)."""
+
+TRAINED_BY = {"accumulate_grad_batches": 1, "gradient_clip_val": 0.0, "gradient_clip_algorithm": "norm"}
+"""Trainer settings a resume compares, with what an unset (null) one means: they change what each optimizer
+step does (the batch a step averages over, the clipping), as a different lr would. Execution settings
+(devices, precision, strategy, max_steps) may change on a resume and are not compared."""
+
 SWITCH = "use_checkpoint_config"
+
+
+def trained_by(trainer_config: Any) -> dict[str, Any]:
+    """The ``TRAINED_BY`` settings of a trainer config, an unset one as its meaning (so null and 1 are the same)."""
+    config = plain(trainer_config) or {}
+    out: dict[str, Any] = {}
+    for key, default in TRAINED_BY.items():
+        value = config.get(key)
+        value = default if value is None else value
+        out[key] = float(value) if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool) else value
+    return out
 
 
 def plain(value: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
@@ -220,3 +221,42 @@ def test_full_disk_errnos():
     from lit_align.checkpoint_files import is_full_disk
 
     assert is_full_disk(OSError(errno.ENOSPC, "x")) and not is_full_disk(OSError(errno.EACCES, "x"))
+
+
+def test_without_a_checksum_file_every_member_is_checked_against_the_zip_crc(trained, tmp_path):
+    """A checkpoint renamed without its .sha256 (or written by another tool): flipped bytes in any member of
+    the zip archive are refused, naming the member (torch itself never reads the CRCs)."""
+    import zipfile
+
+    from lit_align.checkpoint_files import CheckpointFileError
+
+    original = trained["ckpt"].read_bytes()
+    with zipfile.ZipFile(trained["ckpt"]) as archive:
+        members = [(i.filename, i.header_offset) for i in archive.infolist() if i.file_size]
+    assert len(members) > 5
+    for name, offset in members:
+        data = bytearray(original)
+        # the member's stored bytes (torch stores them uncompressed) follow its LOCAL header, whose extra field
+        # (torch's alignment padding) is not the central directory's: read both lengths from the local header
+        name_length, extra_length = struct.unpack("<HH", original[offset + 26: offset + 30])
+        start = offset + 30 + name_length + extra_length
+        data[start] ^= 0x01  # a single flipped bit
+        ckpt = tmp_path / f"{len(name)}-{offset}.ckpt"
+        ckpt.write_bytes(bytes(data))
+        with pytest.raises(CheckpointFileError, match=f"{ckpt} is corrupted: its member {name} does not match the CRC-32"):
+            verify_checksum(ckpt)
+    intact = tmp_path / "intact.ckpt"
+    intact.write_bytes(original)
+    with pytest.warns(UserWarning, match="no checksum file"):
+        verify_checksum(intact)
+
+
+def test_a_renamed_checkpoint_with_flipped_bytes_is_one_line(trained, tmp_path, capsys):
+    ckpt = tmp_path / "renamed.ckpt"
+    data = bytearray(trained["ckpt"].read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(b ^ 0xFF for b in data[middle:middle + 400])
+    ckpt.write_bytes(bytes(data))
+    rc, lines = run_cli(["fit", "--config", trained["config"], "--ckpt_path", str(ckpt),
+                         "--trainer.logger.init_args.save_dir", str(tmp_path)], capsys)
+    assert_one_line(rc, lines, f"{ckpt} is corrupted", "CRC-32")

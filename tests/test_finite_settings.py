@@ -159,3 +159,22 @@ def test_a_yaml_syntax_error_names_the_file(case_dir, tmp_path, capsys):  # noqa
     rc, lines = run_cli(["fit", "--config", case_dir["config"], "--config", path], capsys)
     line = assert_one_line(rc, lines, f'"{path}", line 2', status=2)
     assert "<unicode string>" not in line
+
+
+@pytest.mark.parametrize("text", [b"", b"\n\n", b"# nothing set yet\n", b"---\n"], ids=["empty", "blank lines", "comment", "document marker"])
+def test_an_empty_config_file_is_refused_naming_it(text, case_dir, tmp_path, capsys):  # noqa: F811
+    path = tmp_path / "empty.yaml"
+    path.write_bytes(text)
+    rc, lines = run_cli(["fit", "--config", case_dir["config"], "--config", path], capsys)
+    assert_one_line(rc, lines, f"config file {path} is empty", status=2)
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfem\x00o\x00d\x00e\x00l\x00:\x00\n", b"model:\n  lr: 1.0e-3\n# caf\xe9 latin-1\n",
+                                  b"model:\n  lr: \x80\n"], ids=["utf-16", "latin-1 comment", "stray byte"])
+def test_a_config_file_that_is_not_utf8_is_refused_naming_it(text, case_dir, tmp_path, capsys):  # noqa: F811
+    path = tmp_path / "encoded.yaml"
+    path.write_bytes(text)
+    rc, lines = run_cli(["fit", "--config", case_dir["config"], "--config", path], capsys)
+    bad = next(i for i in range(len(text)) if text[i] >= 0x80)
+    line = text.count(b"\n", 0, bad) + 1
+    assert_one_line(rc, lines, f"config file {path} is not UTF-8", f"line {line}")

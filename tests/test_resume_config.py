@@ -33,6 +33,9 @@ FIT_DIFFERENCES = {  # command-line overrides -> the keys the refusal must name
     "max length": (["--data.init_args.max_length", "32"], ["data.max_length"]),
     "data seed": (["--data.init_args.seed", "5"], ["data.seed"]),
     "format": (["--data.init_args.format", "explicit"], ["data.format"]),
+    "accumulation": (["--trainer.accumulate_grad_batches", "4"], ["trainer.accumulate_grad_batches (config 4, checkpoint 1)"]),
+    "clipping": (["--trainer.gradient_clip_val", "0.01"], ["trainer.gradient_clip_val (config 0.01, checkpoint 0.0)"]),
+    "clip algorithm": (["--trainer.gradient_clip_algorithm", "value"], ["trainer.gradient_clip_algorithm"]),
     "several": (["--model.model.init_args.hidden_size", "64", "--model.loss.init_args.beta", "0.2",
                  "--data.init_args.batch_size", "2", "--model.lr", "0.1"],
                 ["model.model.hidden_size", "model.loss.beta", "data.batch_size", "model.lr"]),
@@ -95,14 +98,19 @@ def test_evaluate_may_use_other_data_and_a_resume_other_execution_settings(train
               "--output_dir", str(tmp_path / "eval")])
     assert (tmp_path / "eval" / "results.json").is_file()
     cli.main(["fit", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--model.logps_chunk_size", "16",
-              "--model.activation_checkpointing", "true", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+              "--model.activation_checkpointing", "true", "--trainer.logger.init_args.save_dir", str(tmp_path),
+              # unset and its meaning are the same setting; precision and the step budget are how a run executes
+              "--trainer.accumulate_grad_batches", "1", "--trainer.gradient_clip_val", "0", "--trainer.precision", "bf16-mixed",
+              "--trainer.max_steps", "3"])
 
 
 def test_use_checkpoint_config_takes_the_checkpoints_settings(trained, tmp_path):
     cli.main(["fit", "--config", trained["config"], "--ckpt_path", trained["ckpt"], "--use_checkpoint_config", "true",
               "--model.model.init_args.hidden_size", "64", "--model.loss", "lit_align.losses.IPO",
-              "--data.init_args.batch_size", "2", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+              "--data.init_args.batch_size", "2", "--trainer.accumulate_grad_batches", "3",
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["trainer"]["accumulate_grad_batches"] == 1
     assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
     assert saved["model"]["loss"]["class_path"] == "lit_align.losses.DPO"
     assert saved["data"]["init_args"]["batch_size"] == 4
@@ -129,3 +137,14 @@ def test_evaluate_with_use_checkpoint_config_evaluates_the_checkpoints_model(tra
               "--model.model.init_args.hidden_size", "64", "--output_dir", str(tmp_path / "eval")])
     saved = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())
     assert saved["model"]["model"]["init_args"]["hidden_size"] == 32
+
+
+@pytest.mark.parametrize("shortcut", ["last", "best", "hpc", "registry", "registry:model:latest"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "validate"])
+def test_a_lightning_ckpt_path_shortcut_is_refused_naming_the_file_to_give(shortcut, command, trained, tmp_path, capsys):
+    """Lightning resolves `last` only once the run starts: no settings compared, no checksum checked, and with no
+    checkpoint found it trained from scratch and exited 0. Even with a checkpoint there and changed settings."""
+    where = ["--trainer.logger.init_args.save_dir", str(trained["root"])] if command == "fit" else []
+    rc, lines = run_cli([command, "--config", trained["config"], "--ckpt_path", shortcut, "--data.init_args.max_length", "40",
+                         *where], capsys)
+    assert_one_line(rc, lines, f"ckpt_path '{shortcut}' is a Lightning shortcut", "checkpoints/last.ckpt")
