@@ -16,6 +16,7 @@ from evals.base import EvalError
 from evals.judge import JudgeCache, JudgeClient, JudgeRequest
 from evals.judge.reply import MalformedReply, parse_reply
 from evals.mt_bench import MTBench
+from tests.test_evals_mt_bench import tiny  # noqa: F401 - the tiny chat model fixture
 
 MT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench"
 
@@ -23,14 +24,6 @@ MT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench"
 @pytest.fixture(autouse=True)
 def judge_key(monkeypatch):
     monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-test-verdicts-0000")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from lit_align.models import TinyModel
-
-    source = TinyModel(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=8192)
-    return source.load_model(), source.load_tokenizer()
 
 
 def _judge(url: str) -> JudgeClient:
